@@ -1,0 +1,748 @@
+/*
+ * endpoint: one reader/writer thread pair per WebSocket endpoint.
+ *
+ * DESIGN
+ * reader: owns connecting (ws_connect, cancellable through reader_wake),
+ *   reconnect backoff, keepalive pings and the dead-link deadline, and
+ *   reading. Each message is decoded once; malformed or unsupported ones
+ *   are answered through from_reader, operations go to a worker ring,
+ *   control messages and link events to the supervisor. When a ring is
+ *   full the message waits in the reader's pending list and the socket is
+ *   not read until it drains (TCP pushes back on the peer).
+ * writer: drains from_super, from_reader and from_worker[] into its
+ *   outbox, then writes while the link is open. Replies stay in the outbox
+ *   while the link is down (bounded; when full the writer stops draining
+ *   rings, which stalls workers, which stalls readers). Heartbeats and
+ *   status (OUT_DROP_WHEN_DOWN) are never queued while down.
+ * The live ws_conn is published by the reader under conn_lock; the writer
+ * uses it only under conn_lock and only with calls that never block, so
+ * the reader can take it back at any time. Lock order: conn_lock, then the
+ * connection's own io_lock (inside ws.c). target_lock is never held with
+ * either.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "common/backoff.h"
+#include "common/log.h"
+#include "common/rand.h"
+#include "common/ring.h"
+#include "common/tls.h"
+#include "common/util.h"
+#include "common/ws.h"
+
+#define RING_SIZE 1024
+#define USER_AGENT "pipeops-agent/" PIPEOPS_VERSION
+
+struct pending {
+	struct pending *next;
+	struct ring *ring;
+	void *item;
+	bool is_request;      /* else an outmsg */
+};
+
+struct reader_ctx {
+	struct endpoint *ep;
+	struct pending *head, *tail;
+	size_t n_pending;
+};
+
+const char *endpoint_state_name(int state)
+{
+	static const char *const names[] = { "idle", "connecting", "open",
+					     "backoff", "stopped" };
+
+	return state >= 0 && state <= EPS_STOPPED ? names[state] : "?";
+}
+
+bool endpoint_is_open(struct endpoint *ep)
+{
+	return atomic_load(&ep->state) == EPS_OPEN;
+}
+
+static void set_state(struct endpoint *ep, enum endpoint_state s)
+{
+	if (atomic_exchange(&ep->state, (int)s) != (int)s)
+		atomic_store(&ep->since_wall_ns, clock_wall_ns());
+}
+
+static void set_error(struct endpoint *ep, const char *text)
+{
+	pthread_mutex_lock(&ep->err_lock);
+	snprintf(ep->last_error, sizeof(ep->last_error), "%s", text);
+	pthread_mutex_unlock(&ep->err_lock);
+}
+
+void endpoint_target_free(struct endpoint_target *t)
+{
+	if (!t)
+		return;
+	free(t->url);
+	free(t->token);
+	free(t->runner_id);
+	tls_ctx_free(t->tls);
+	config_unref(t->config);
+	free(t);
+}
+
+/* ---- reader ---------------------------------------------------------- */
+
+static void free_sup_event(void *p)
+{
+	struct sup_event *ev = p;
+
+	request_free(ev->req);
+	free(ev);
+}
+
+static void pending_add(struct reader_ctx *rc, struct ring *ring, void *item,
+			bool is_request)
+{
+	struct pending *p = xmalloc(sizeof(*p));
+
+	p->next = NULL;
+	p->ring = ring;
+	p->item = item;
+	p->is_request = is_request;
+	if (rc->tail)
+		rc->tail->next = p;
+	else
+		rc->head = p;
+	rc->tail = p;
+	rc->n_pending++;
+}
+
+/* Push in order what waits; stop at the first ring that is still full. */
+static void pending_flush(struct reader_ctx *rc)
+{
+	while (rc->head && ring_push(rc->head->ring, rc->head->item)) {
+		struct pending *p = rc->head;
+
+		rc->head = p->next;
+		if (!rc->head)
+			rc->tail = NULL;
+		rc->n_pending--;
+		free(p);
+	}
+}
+
+static void hand_over(struct reader_ctx *rc, struct ring *ring, void *item,
+		      bool is_request)
+{
+	if (!rc->head && ring_push(ring, item))
+		return;
+	pending_add(rc, ring, item, is_request);
+}
+
+static void reply_from_reader(struct reader_ctx *rc, json_t *reply)
+{
+	struct outmsg *m = outmsg_from_json(reply, OUT_REPLY);
+
+	json_decref(reply);
+	if (m)
+		hand_over(rc, rc->ep->from_reader, m, false);
+}
+
+/* CP messages the supervisor handles rather than a worker. */
+static bool is_control_type(const char *type)
+{
+	return !strcmp(type, "runner_assigned") ||
+	       !strcmp(type, "runner_unassigned") ||
+	       !strcmp(type, "get_status") || !strcmp(type, "response");
+}
+
+static void on_message(void *ud, const char *text, size_t len)
+{
+	struct reader_ctx *rc = ud;
+	struct endpoint *ep = rc->ep;
+	struct request *req;
+	char err[256], id[128];
+
+	atomic_fetch_add(&ep->msgs_in, 1);
+	if (msg_decode(text, len, ep->id, &req, err, sizeof(err), id,
+		       sizeof(id)) < 0) {
+		LOG_WARN("bad message", "endpoint=%s request_id=%s error=\"%s\"",
+			 ep->name, id[0] ? id : "-", err);
+		reply_from_reader(rc, msg_reply_error(id[0] ? id : NULL, err,
+						      0, NULL, NULL));
+		return;
+	}
+	req->link_gen = atomic_load(&ep->link_gen);
+	LOG_DEBUG("received", "endpoint=%s type=%s id=%s", ep->name,
+		  req->type, req->id);
+	if (ep->id == EP_CP && is_control_type(req->type)) {
+		struct sup_event *ev = xcalloc(1, sizeof(*ev));
+
+		ev->kind = SUP_EV_MESSAGE;
+		ev->ep = ep->id;
+		ev->link_gen = req->link_gen;
+		ev->req = req;
+		hand_over(rc, ep->to_super, ev, false);
+		return;
+	}
+	if (ep->id == EP_RUNNER && !strcmp(req->type, "response")) {
+		request_free(req);  /* acknowledgements need no answer */
+		return;
+	}
+	if (worker_handles(req->type)) {
+		int w = worker_pick(ep->agent, ep->id, req);
+
+		hand_over(rc, ep->to_worker[w], req, true);
+		return;
+	}
+	snprintf(err, sizeof(err), "unsupported message type: %s", req->type);
+	LOG_WARN("unsupported message", "endpoint=%s request_id=%s type=%s",
+		 ep->name, req->id, req->type);
+	reply_from_reader(rc, msg_reply_error(req->id, err, 0, NULL, NULL));
+	request_free(req);
+}
+
+static void notify_super(struct reader_ctx *rc, enum sup_event_kind kind,
+			 const char *error)
+{
+	struct sup_event *ev = xcalloc(1, sizeof(*ev));
+
+	ev->kind = kind;
+	ev->ep = rc->ep->id;
+	ev->link_gen = atomic_load(&rc->ep->link_gen);
+	if (error)
+		snprintf(ev->error, sizeof(ev->error), "%s", error);
+	hand_over(rc, rc->ep->to_super, ev, false);
+}
+
+static struct endpoint_target *target_get(struct endpoint *ep,
+					  uint64_t *gen)
+{
+	struct endpoint_target *t;
+
+	pthread_mutex_lock(&ep->target_lock);
+	t = ep->target;
+	*gen = atomic_load(&ep->target_gen);
+	if (t)
+		atomic_fetch_add(&t->refs, 1);
+	pthread_mutex_unlock(&ep->target_lock);
+	return t;
+}
+
+static void target_put(struct endpoint_target *t)
+{
+	if (t && atomic_fetch_sub(&t->refs, 1) == 1)
+		endpoint_target_free(t);
+}
+
+/* Sleep up to @ms, waking early for stop or a new target. */
+static void reader_wait(struct endpoint *ep, int64_t ms, uint64_t gen)
+{
+	int64_t until = clock_mono_ms() + ms;
+
+	while (!atomic_load(&ep->stop) && atomic_load(&ep->target_gen) == gen) {
+		int64_t left = until - clock_mono_ms();
+		struct pollfd p = { .fd = ep->reader_wake, .events = POLLIN };
+
+		if (left <= 0)
+			return;
+		if (poll(&p, 1, (int)(left > 1000 ? 1000 : left)) > 0)
+			wakefd_drain(ep->reader_wake);
+	}
+}
+
+/*
+ * Serve one open connection until it ends. Returns why it ended, as text
+ * for the log (static or in @why).
+ */
+static const char *run_link(struct reader_ctx *rc, struct ws_conn *conn,
+			    const struct endpoint_target *t, uint64_t gen,
+			    char *why, size_t whylen)
+{
+	struct endpoint *ep = rc->ep;
+	int64_t now = clock_mono_ms();
+	int64_t next_ping = now + t->cfg.ping_interval_ms;
+
+	for (;;) {
+		struct pollfd p[2];
+		int64_t deadline, timeout;
+		bool want_read = !rc->head &&
+				 !atomic_load(&ep->stop_reading);
+		int rc_read = 0;
+
+		now = clock_mono_ms();
+		deadline = ws_conn_last_rx_ms(conn) + t->cfg.ping_timeout_ms;
+		if (now >= deadline) {
+			snprintf(why, whylen, "no frame received for %llds",
+				 (long long)(t->cfg.ping_timeout_ms / 1000));
+			return why;
+		}
+		if (now >= next_ping) {
+			ws_conn_ping(conn);
+			wakefd_signal(ep->writer_wake);
+			next_ping = now + t->cfg.ping_interval_ms;
+		}
+		timeout = (next_ping < deadline ? next_ping : deadline) - now;
+		if (rc->head && timeout > 5)
+			timeout = 5;  /* retry the full ring soon */
+		p[0].fd = ws_conn_fd(conn);
+		p[0].events = want_read ? POLLIN : 0;
+		p[1].fd = ep->reader_wake;
+		p[1].events = POLLIN;
+		if (poll(p, 2, (int)timeout) < 0 && errno != EINTR) {
+			snprintf(why, whylen, "poll: %d", errno);
+			return why;
+		}
+		if (p[1].revents & POLLIN)
+			wakefd_drain(ep->reader_wake);
+		if (atomic_load(&ep->stop))
+			return "agent stopping";
+		if (atomic_load(&ep->target_gen) != gen) {
+			ws_conn_close(conn, 1000, "endpoint changed");
+			wakefd_signal(ep->writer_wake);
+			return "endpoint changed";
+		}
+		pending_flush(rc);
+		if (want_read && (p[0].revents & (POLLIN | POLLERR | POLLHUP)))
+			rc_read = ws_conn_on_readable(conn, on_message, rc);
+		if (ws_conn_want_write(conn))
+			wakefd_signal(ep->writer_wake);
+		atomic_store(&ep->rtt_ms, ws_conn_rtt_ms(conn));
+		if (rc_read < 0) {
+			char reason[128];
+			uint16_t code = ws_conn_close_info(conn, reason,
+							   sizeof(reason));
+
+			if (code)
+				snprintf(why, whylen,
+					 "closed by peer: code %u %s", code,
+					 reason);
+			else if (rc_read == -EMSGSIZE)
+				snprintf(why, whylen,
+					 "message larger than max_message_bytes");
+			else if (rc_read == -EPROTO)
+				snprintf(why, whylen, "protocol error");
+			else
+				snprintf(why, whylen, "connection lost");
+			return why;
+		}
+	}
+}
+
+static void *reader_main(void *arg)
+{
+	struct endpoint *ep = arg;
+	struct reader_ctx rc = { .ep = ep };
+	struct backoff bo;
+	char last_logged[200] = "";
+
+	log_set_thread_name(ep->id == EP_CP ? "cp-reader" : "runner-reader");
+	backoff_init(&bo, 1000, 60000);
+	while (!atomic_load(&ep->stop)) {
+		uint64_t gen;
+		struct endpoint_target *t = target_get(ep, &gen);
+		struct ws_options opt;
+		struct ws_connect_error cerr;
+		struct ws_conn *conn;
+		char why[256];
+		const char *reason;
+
+		pending_flush(&rc);
+		if (!t) {
+			set_state(ep, EPS_IDLE);
+			reader_wait(ep, 1000, gen);
+			continue;
+		}
+		backoff_init(&bo, t->cfg.reconnect_initial_ms,
+			     t->cfg.reconnect_max_ms);
+		set_state(ep, EPS_CONNECTING);
+		memset(&opt, 0, sizeof(opt));
+		opt.url = t->url;
+		opt.default_path = ep->default_path;
+		opt.token = t->token;
+		opt.user_agent = USER_AGENT;
+		opt.tls = t->tls;
+		opt.proxy = t->cfg.proxy;
+		opt.connect_timeout_ms = t->cfg.connect_timeout_ms;
+		opt.max_message_bytes = t->cfg.max_message_bytes;
+		memset(&cerr, 0, sizeof(cerr));
+		cerr.retry_after_ms = -1;
+		conn = ws_connect(&opt, ep->reader_wake, &cerr);
+		if (!conn) {
+			uint32_t r32;
+			int64_t delay;
+
+			if (atomic_load(&ep->stop) ||
+			    atomic_load(&ep->target_gen) != gen) {
+				target_put(t);
+				continue;
+			}
+			atomic_fetch_add(&ep->attempts, 1);
+			set_error(ep, cerr.text);
+			rand_bytes(&r32, sizeof(r32));
+			delay = backoff_at_least(backoff_next(&bo, r32),
+						 cerr.retry_after_ms);
+			/* Log state changes, not every attempt. */
+			if (strcmp(last_logged, cerr.text)) {
+				LOG_WARN(cerr.token_refused ? "token refused"
+							    : "connect failed",
+					 "endpoint=%s url=%s error=\"%s\" "
+					 "retry_in_ms=%lld",
+					 ep->name, t->url, cerr.text,
+					 (long long)delay);
+				snprintf(last_logged, sizeof(last_logged),
+					 "%s", cerr.text);
+			}
+			set_state(ep, EPS_BACKOFF);
+			reader_wait(ep, delay, gen);
+			target_put(t);
+			continue;
+		}
+		last_logged[0] = '\0';
+		pthread_mutex_lock(&ep->conn_lock);
+		ep->conn = conn;
+		pthread_mutex_unlock(&ep->conn_lock);
+		atomic_fetch_add(&ep->link_gen, 1);
+		atomic_store(&ep->attempts, 0);
+		atomic_store(&ep->rtt_ms, -1);
+		set_state(ep, EPS_OPEN);
+		backoff_up(&bo, clock_mono_ms());
+		LOG_INFO("connected", "endpoint=%s url=%s", ep->name, t->url);
+		notify_super(&rc, SUP_EV_UP, NULL);
+		wakefd_signal(ep->writer_wake);
+		wakefd_signal(ep->agent->super_wake);
+
+		reason = run_link(&rc, conn, t, gen, why, sizeof(why));
+
+		set_state(ep, atomic_load(&ep->stop) ? EPS_STOPPED
+						     : EPS_CONNECTING);
+		if (atomic_load(&ep->stop))
+			ws_conn_close(conn, 1001, "agent stopping");
+		/* Give the writer a moment to send a queued close frame. */
+		wakefd_signal(ep->writer_wake);
+		for (int i = 0; i < 20 && ws_conn_want_write(conn); i++)
+			usleep(10000);
+		pthread_mutex_lock(&ep->conn_lock);
+		ep->conn = NULL;
+		pthread_mutex_unlock(&ep->conn_lock);
+		ws_conn_free(conn);
+		backoff_down(&bo, clock_mono_ms());
+		set_error(ep, reason);
+		LOG_WARN("disconnected", "endpoint=%s reason=\"%s\"", ep->name,
+			 reason);
+		notify_super(&rc, SUP_EV_DOWN, reason);
+		wakefd_signal(ep->agent->super_wake);
+		target_put(t);
+	}
+	/* Requests still waiting are answered by nobody: drop them. */
+	while (rc.head) {
+		struct pending *p = rc.head;
+
+		rc.head = p->next;
+		if (p->is_request)
+			request_free(p->item);
+		else if (p->ring == ep->to_super)
+			free_sup_event(p->item);
+		else
+			outmsg_free(p->item);
+		free(p);
+	}
+	set_state(ep, EPS_STOPPED);
+	return NULL;
+}
+
+/* ---- writer ---------------------------------------------------------- */
+
+struct outbox {
+	struct outmsg *head, *tail;
+	size_t n, bytes;
+};
+
+static void outbox_push(struct outbox *ob, struct outmsg *m)
+{
+	m->next = NULL;
+	if (ob->tail)
+		ob->tail->next = m;
+	else
+		ob->head = m;
+	ob->tail = m;
+	ob->n++;
+	ob->bytes += m->len;
+}
+
+static struct outmsg *outbox_pop(struct outbox *ob)
+{
+	struct outmsg *m = ob->head;
+
+	if (!m)
+		return NULL;
+	ob->head = m->next;
+	if (!ob->head)
+		ob->tail = NULL;
+	ob->n--;
+	ob->bytes -= m->len;
+	return m;
+}
+
+/* Drop what must not wait for a link (heartbeats, status). */
+static void outbox_drop_volatile(struct outbox *ob)
+{
+	struct outbox keep = { 0 };
+	struct outmsg *m;
+
+	while ((m = outbox_pop(ob)) != NULL) {
+		if (m->flags & OUT_DROP_WHEN_DOWN)
+			outmsg_free(m);
+		else
+			outbox_push(&keep, m);
+	}
+	*ob = keep;
+}
+
+static void writer_limits(struct endpoint *ep, size_t *max_n, size_t *max_b)
+{
+	pthread_mutex_lock(&ep->target_lock);
+	if (ep->target && ep->target->cfg.outbox_max_messages) {
+		*max_n = ep->target->cfg.outbox_max_messages;
+		*max_b = ep->target->cfg.outbox_max_bytes;
+	} else {
+		*max_n = 10000;
+		*max_b = 64u << 20;
+	}
+	pthread_mutex_unlock(&ep->target_lock);
+}
+
+/* Move ring items into the outbox while it has room. */
+static void writer_drain(struct endpoint *ep, struct outbox *ob, bool open)
+{
+	size_t max_n, max_b;
+	int n_rings = ep->agent->n_workers + 2;
+
+	writer_limits(ep, &max_n, &max_b);
+	for (int i = 0; i < n_rings; i++) {
+		struct ring *r = i == 0   ? ep->from_super
+				 : i == 1 ? ep->from_reader
+					  : ep->from_worker[i - 2];
+		struct outmsg *m;
+
+		while (ob->n < max_n && ob->bytes < max_b &&
+		       (m = ring_pop(r)) != NULL) {
+			if (!open && (m->flags & OUT_DROP_WHEN_DOWN))
+				outmsg_free(m);
+			else
+				outbox_push(ob, m);
+		}
+	}
+}
+
+static void *writer_main(void *arg)
+{
+	struct endpoint *ep = arg;
+	struct outbox ob = { 0 };
+	bool flush_pending = false, was_open = false;
+	struct ws_conn *last = NULL;
+	int64_t stop_deadline = 0;
+
+	log_set_thread_name(ep->id == EP_CP ? "cp-writer" : "runner-writer");
+	for (;;) {
+		struct pollfd p[2];
+		int nfds = 1, fd = -1;
+		struct ws_conn *c;
+		bool open;
+
+		pthread_mutex_lock(&ep->conn_lock);
+		c = ep->conn;
+		open = c && atomic_load(&ep->state) == EPS_OPEN;
+		if (c != last) {
+			flush_pending = false;
+			last = c;
+		}
+		if (was_open && !open)
+			outbox_drop_volatile(&ob);
+		was_open = open;
+		writer_drain(ep, &ob, open);
+		if (c) {
+			int rc = 0;
+
+			if (flush_pending || ws_conn_want_write(c))
+				rc = ws_conn_flush(c);
+			flush_pending = rc == 1;
+			while (open && rc == 0 && ob.head) {
+				struct outmsg *m = ob.head;
+
+				if (ws_conn_send_text(c, m->text, m->len) < 0)
+					break;
+				LOG_DEBUG("sent", "endpoint=%s type=%s bytes=%zu",
+					  ep->name, m->type, m->len);
+				outmsg_free(outbox_pop(&ob));
+				atomic_fetch_add(&ep->msgs_out, 1);
+				rc = ws_conn_flush(c);
+				flush_pending = rc == 1;
+			}
+			fd = ws_conn_fd(c);
+		}
+		pthread_mutex_unlock(&ep->conn_lock);
+		atomic_store(&ep->outbox_len, ob.n);
+		atomic_store(&ep->outbox_bytes, ob.bytes);
+
+		if (atomic_load(&ep->stop)) {
+			if (!stop_deadline)
+				stop_deadline = clock_mono_ms() + 2000;
+			if (!flush_pending || clock_mono_ms() > stop_deadline)
+				break;
+		}
+		p[0].fd = ep->writer_wake;
+		p[0].events = POLLIN;
+		if (flush_pending && fd >= 0) {
+			p[1].fd = fd;
+			p[1].events = POLLOUT;
+			nfds = 2;
+		}
+		if (poll(p, (nfds_t)nfds, stop_deadline ? 10 : 1000) > 0 &&
+		    (p[0].revents & POLLIN))
+			wakefd_drain(ep->writer_wake);
+	}
+	while (ob.head)
+		outmsg_free(outbox_pop(&ob));
+	return NULL;
+}
+
+/* ---- lifecycle ------------------------------------------------------- */
+
+int endpoint_init(struct endpoint *ep, struct agent *a, enum endpoint_id id)
+{
+	int n = a->n_workers;
+
+	memset(ep, 0, sizeof(*ep));
+	ep->agent = a;
+	ep->id = id;
+	ep->name = id == EP_CP ? "control_plane" : "runner";
+	ep->default_path = id == EP_CP ? "/api/v1/agent/ws"
+				       : "/api/v1/runner/ws";
+	pthread_mutex_init(&ep->target_lock, NULL);
+	pthread_mutex_init(&ep->conn_lock, NULL);
+	pthread_mutex_init(&ep->err_lock, NULL);
+	atomic_init(&ep->state, EPS_IDLE);
+	atomic_init(&ep->rtt_ms, -1);
+	atomic_init(&ep->since_wall_ns, clock_wall_ns());
+	ep->reader_wake = wakefd_new();
+	ep->writer_wake = wakefd_new();
+	if (ep->reader_wake < 0 || ep->writer_wake < 0)
+		return -errno;
+	ep->to_worker = xcalloc((size_t)n, sizeof(*ep->to_worker));
+	ep->from_worker = xcalloc((size_t)n, sizeof(*ep->from_worker));
+	for (int i = 0; i < n; i++) {
+		ep->to_worker[i] = ring_new(RING_SIZE, a->workers[i].wake);
+		ep->from_worker[i] = ring_new(RING_SIZE, ep->writer_wake);
+	}
+	ep->from_super = ring_new(RING_SIZE, ep->writer_wake);
+	ep->from_reader = ring_new(RING_SIZE, ep->writer_wake);
+	ep->to_super = ring_new(RING_SIZE, a->super_wake);
+	return 0;
+}
+
+int endpoint_start(struct endpoint *ep)
+{
+	int rc;
+
+	if (ep->threads_started)
+		return 0;
+	rc = pthread_create(&ep->writer, NULL, writer_main, ep);
+	if (rc)
+		return -rc;
+	rc = pthread_create(&ep->reader, NULL, reader_main, ep);
+	if (rc) {
+		atomic_store(&ep->stop, true);
+		wakefd_signal(ep->writer_wake);
+		pthread_join(ep->writer, NULL);
+		return -rc;
+	}
+	ep->threads_started = true;
+	return 0;
+}
+
+void endpoint_set_target(struct endpoint *ep, struct endpoint_target *t)
+{
+	struct endpoint_target *old;
+
+	if (t)
+		atomic_init(&t->refs, 1);
+	pthread_mutex_lock(&ep->target_lock);
+	old = ep->target;
+	ep->target = t;
+	atomic_fetch_add(&ep->target_gen, 1);
+	pthread_mutex_unlock(&ep->target_lock);
+	target_put(old);
+	wakefd_signal(ep->reader_wake);
+}
+
+bool endpoint_send_from_super(struct endpoint *ep, struct outmsg *m)
+{
+	if (!m)
+		return false;
+	if (!ring_push(ep->from_super, m)) {
+		LOG_WARN("writer queue full, message dropped",
+			 "endpoint=%s type=%s", ep->name, m->type);
+		outmsg_free(m);
+		return false;
+	}
+	return true;
+}
+
+void endpoint_stop_reading(struct endpoint *ep)
+{
+	atomic_store(&ep->stop_reading, true);
+	wakefd_signal(ep->reader_wake);
+}
+
+void endpoint_stop(struct endpoint *ep, int64_t flush_ms)
+{
+	int64_t until = clock_mono_ms() + flush_ms;
+
+	if (!ep->threads_started)
+		return;
+	/* Let the writer send what is queued while the link is up. */
+	while (clock_mono_ms() < until && endpoint_is_open(ep) &&
+	       atomic_load(&ep->outbox_len) > 0)
+		usleep(10000);
+	atomic_store(&ep->stop, true);
+	wakefd_signal(ep->reader_wake);
+	pthread_join(ep->reader, NULL);
+	wakefd_signal(ep->writer_wake);
+	pthread_join(ep->writer, NULL);
+	ep->threads_started = false;
+}
+
+static void ring_free_items(struct ring *r, void (*fn)(void *))
+{
+	void *item;
+
+	if (!r)
+		return;
+	while ((item = ring_pop(r)) != NULL)
+		fn(item);
+	ring_free(r);
+}
+
+static void free_request(void *p) { request_free(p); }
+static void free_outmsg(void *p) { outmsg_free(p); }
+
+
+void endpoint_destroy(struct endpoint *ep)
+{
+	for (int i = 0; i < ep->agent->n_workers; i++) {
+		ring_free_items(ep->to_worker[i], free_request);
+		ring_free_items(ep->from_worker[i], free_outmsg);
+	}
+	free(ep->to_worker);
+	free(ep->from_worker);
+	ring_free_items(ep->from_super, free_outmsg);
+	ring_free_items(ep->from_reader, free_outmsg);
+	ring_free_items(ep->to_super, free_sup_event);
+	endpoint_target_free(ep->target);
+	close(ep->reader_wake);
+	close(ep->writer_wake);
+	pthread_mutex_destroy(&ep->target_lock);
+	pthread_mutex_destroy(&ep->conn_lock);
+	pthread_mutex_destroy(&ep->err_lock);
+}

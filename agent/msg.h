@@ -1,0 +1,86 @@
+/*
+ * msg: the JSON envelope of PROTOCOL.md section 2, and the two kinds of
+ * items that travel through the agent's rings.
+ *
+ *   struct request  reader -> worker / supervisor: one decoded message
+ *   struct outmsg   anyone -> writer: one serialized message to send
+ *
+ * Both are owned by exactly one thread at a time; pushing one into a ring
+ * hands it over.
+ */
+#ifndef PIPEOPS_AGENT_MSG_H
+#define PIPEOPS_AGENT_MSG_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum endpoint_id { EP_CP = 0, EP_RUNNER = 1, EP_COUNT };
+
+struct request {
+	json_t *root;         /* owned: the whole message */
+	const char *id;       /* borrowed from root; never NULL */
+	const char *type;     /* borrowed from root; never NULL */
+	json_t *data;         /* owned reference: decoded data object */
+	enum endpoint_id origin;
+	uint64_t link_gen;    /* connection generation it arrived on */
+	int64_t received_ms;  /* monotonic */
+};
+
+/* Flags of an outgoing message. */
+enum {
+	OUT_DROP_WHEN_DOWN = 1u << 0, /* heartbeat/status: never queued */
+	OUT_REPLY = 1u << 1,          /* a reply: kept in the outbox */
+};
+
+struct outmsg {
+	struct outmsg *next;  /* for the writer's outbox list */
+	char *text;           /* owned, NUL-terminated JSON */
+	size_t len;
+	unsigned flags;
+	char type[24];        /* for logs and metrics */
+};
+
+/*
+ * Decode one received text message. On success returns 0 and a new
+ * request in @out. On failure returns -EINVAL, fills @err with the reason
+ * and, when the message had a usable string "id", copies it to @id_out
+ * (else @id_out is ""), so the caller can answer it.
+ */
+int msg_decode(const char *text, size_t len, enum endpoint_id origin,
+	       struct request **out, char *err, size_t errlen, char *id_out,
+	       size_t idlen);
+
+void request_free(struct request *r);   /* accepts NULL */
+
+/* A new unique message id ("<agent id>-<boot ns>-<counter>"). */
+void msg_new_id(char *buf, size_t len);
+/* Set once at start-up, before threads; @agent_id is copied. */
+void msg_set_id_prefix(const char *agent_id);
+
+/*
+ * Build an envelope {id, type, timestamp, data} (and request_id when not
+ * NULL). Steals the reference to @data. Returns a new reference.
+ */
+json_t *msg_envelope(const char *type, const char *request_id, json_t *data);
+
+/*
+ * A success reply to @request_id: data gets "success": true and
+ * "request_id". Steals @data (may be NULL: an empty object). New ref.
+ */
+json_t *msg_reply_ok(const char *request_id, json_t *data);
+
+/*
+ * An error reply: top-level "error", data {success:false, error,
+ * request_id, code?, reason?}. @code 0 / @reason NULL or "" are left out.
+ * Steals @extra (fields merged into data; may be NULL). New reference.
+ */
+json_t *msg_reply_error(const char *request_id, const char *error, int code,
+			const char *reason, json_t *extra);
+
+/* Serialize @msg (borrowed) into a new outmsg; NULL if it cannot. */
+struct outmsg *outmsg_from_json(json_t *msg, unsigned flags);
+void outmsg_free(struct outmsg *m);     /* accepts NULL */
+
+#endif

@@ -1,0 +1,257 @@
+/*
+ * worker: the pool that executes operations against the Kubernetes API.
+ *
+ * DESIGN
+ * Worker i consumes ep[e].to_worker[i] for both endpoints (its eventfd is
+ * the rings' wake fd) and produces into ep[origin].from_worker[i], so every
+ * ring keeps one producer and one consumer. Each worker owns one
+ * k8s_client (one reused CURL handle). A full reply ring makes the worker
+ * wait (the writer is behind; the reader will stop reading in turn): a
+ * reply is never dropped. Worker 0 also refreshes the cluster facts used
+ * in register and sends the periodic `status` to the Control Plane.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "common/log.h"
+#include "common/ring.h"
+#include "common/util.h"
+#include "k8s/k8s.h"
+
+typedef json_t *(*op_fn)(struct k8s_client *c, json_t *data,
+			 struct k8s_error *err);
+
+struct op {
+	const char *type;
+	op_fn fn;
+};
+
+static const struct op ops[] = {
+	{ "deploy", k8s_op_deploy },
+	{ "delete", k8s_op_delete },
+	{ "scale", k8s_op_scale },
+	{ "get_resources", k8s_op_get_resources },
+};
+
+static const struct op *op_find(const char *type)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(ops); i++)
+		if (!strcmp(ops[i].type, type))
+			return &ops[i];
+	return NULL;
+}
+
+bool worker_handles(const char *type)
+{
+	return op_find(type) != NULL;
+}
+
+static uint32_t fnv1a(const char *s, uint32_t h)
+{
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
+		h *= 16777619u;
+	}
+	return h;
+}
+
+int worker_pick(struct agent *a, enum endpoint_id ep, struct request *req)
+{
+	const char *name = json_string_value(json_object_get(req->data,
+							     "name"));
+	const char *ns = json_string_value(json_object_get(req->data,
+							   "namespace"));
+	struct endpoint *e = &a->ep[ep];
+	int best = 0;
+	size_t best_depth = (size_t)-1;
+
+	if (name) {
+		uint32_t h = fnv1a(ns ? ns : "", 2166136261u);
+
+		h = fnv1a("/", h);
+		return (int)(fnv1a(name, h) % (uint32_t)a->n_workers);
+	}
+	for (int i = 0; i < a->n_workers; i++) {
+		size_t d = ring_depth(e->to_worker[i]);
+
+		if (d < best_depth) {
+			best = i;
+			best_depth = d;
+		}
+	}
+	return best;
+}
+
+/* Hand @msg to the origin's writer; waits while the ring is full. */
+static void deliver(struct worker *w, enum endpoint_id origin,
+		    struct outmsg *m)
+{
+	struct ring *r = w->agent->ep[origin].from_worker[w->index];
+	int waited_ms = 0;
+
+	while (!ring_push(r, m)) {
+		if (waited_ms == 1000)
+			LOG_WARN("reply queue full, waiting for the writer",
+				 "endpoint=%s", w->agent->ep[origin].name);
+		usleep(2000);
+		waited_ms += 2;
+	}
+}
+
+static void execute(struct worker *w, struct request *req)
+{
+	struct agent *a = w->agent;
+	const struct op *op = op_find(req->type);
+	struct k8s_error err;
+	json_t *data, *reply;
+	struct outmsg *m;
+	int64_t t0 = clock_mono_ms();
+
+	atomic_fetch_add(&a->in_flight, 1);
+	memset(&err, 0, sizeof(err));
+	data = op->fn(w->k8s, req->data, &err);
+	if (data) {
+		reply = msg_reply_ok(req->id, data);
+		atomic_fetch_add(&a->ops_done, 1);
+		LOG_INFO("operation done",
+			 "endpoint=%s request_id=%s type=%s ms=%lld",
+			 a->ep[req->origin].name, req->id, req->type,
+			 (long long)(clock_mono_ms() - t0));
+	} else {
+		reply = msg_reply_error(req->id, err.message, err.code,
+					err.reason, NULL);
+		atomic_fetch_add(&a->ops_failed, 1);
+		LOG_WARN("operation failed",
+			 "endpoint=%s request_id=%s type=%s code=%d "
+			 "reason=%s error=\"%s\"",
+			 a->ep[req->origin].name, req->id, req->type, err.code,
+			 err.reason[0] ? err.reason : "-", err.message);
+	}
+	m = outmsg_from_json(reply, OUT_REPLY);
+	json_decref(reply);
+	if (m)
+		deliver(w, req->origin, m);
+	atomic_fetch_sub(&a->in_flight, 1);
+	request_free(req);
+}
+
+static void refresh_cluster_info(struct worker *w)
+{
+	struct k8s_error err;
+	json_t *info = k8s_cluster_info(w->k8s, &err);
+
+	if (!info) {
+		LOG_WARN("cluster info unavailable", "error=\"%s\"",
+			 err.message);
+		return;
+	}
+	pthread_mutex_lock(&w->agent->cluster_lock);
+	json_decref(w->agent->cluster_info);
+	w->agent->cluster_info = info;
+	pthread_mutex_unlock(&w->agent->cluster_lock);
+}
+
+static void send_status(struct worker *w)
+{
+	struct agent *a = w->agent;
+	struct k8s_error err;
+	json_t *data, *msg;
+	struct outmsg *m;
+
+	if (!endpoint_is_open(&a->ep[EP_CP]))
+		return;
+	data = k8s_op_get_resources(w->k8s, NULL, &err);
+	if (!data) {
+		LOG_WARN("cluster status unavailable", "error=\"%s\"",
+			 err.message);
+		return;
+	}
+	json_object_del(data, "success");
+	msg = msg_envelope("status", NULL, data);
+	m = outmsg_from_json(msg, OUT_DROP_WHEN_DOWN);
+	json_decref(msg);
+	if (m)
+		deliver(w, EP_CP, m);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct agent *a = w->agent;
+	char name[16];
+	int64_t next_info = 0, next_status = 0;
+
+	snprintf(name, sizeof(name), "worker-%d", w->index);
+	log_set_thread_name(name);
+	for (;;) {
+		struct pollfd p = { .fd = w->wake, .events = POLLIN };
+		bool any = true;
+		int64_t now = clock_mono_ms();
+
+		if (w->index == 0 && now >= next_info) {
+			refresh_cluster_info(w);
+			next_info = now + 60000;
+		}
+		if (w->index == 0 && a->status_interval_ms > 0 &&
+		    now >= next_status) {
+			if (next_status)
+				send_status(w);
+			next_status = now + a->status_interval_ms;
+		}
+		wakefd_drain(w->wake);
+		/* Alternate between endpoints so neither starves the other. */
+		while (any) {
+			any = false;
+			for (int e = 0; e < EP_COUNT; e++) {
+				struct request *req =
+					ring_pop(a->ep[e].to_worker[w->index]);
+
+				if (req) {
+					execute(w, req);
+					any = true;
+				}
+			}
+		}
+		if (atomic_load(&a->workers_stop))
+			break;
+		poll(&p, 1, 1000);
+	}
+	return NULL;
+}
+
+int workers_start(struct agent *a)
+{
+	for (int i = 0; i < a->n_workers; i++) {
+		struct worker *w = &a->workers[i];
+		int rc;
+
+		w->k8s = k8s_client_new(a->k8s);
+		if (!w->k8s)
+			return -ENOMEM;
+		rc = pthread_create(&w->thread, NULL, worker_main, w);
+		if (rc)
+			return -rc;
+		w->started = true;
+	}
+	return 0;
+}
+
+void workers_stop(struct agent *a)
+{
+	atomic_store(&a->workers_stop, true);
+	for (int i = 0; i < a->n_workers; i++) {
+		struct worker *w = &a->workers[i];
+
+		if (!w->started)
+			continue;
+		wakefd_signal(w->wake);
+		pthread_join(w->thread, NULL);
+		w->started = false;
+		k8s_client_free(w->k8s);
+		w->k8s = NULL;
+	}
+}
