@@ -17,8 +17,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define CONFIG_DEFAULT_PATH "/etc/pipeops/agent.ini"
+
+/* Longer lines are an error (never silently truncated). */
+#define CONFIG_MAX_LINE 4096
 
 enum log_target_kind { LOG_TARGET_SYSLOG, LOG_TARGET_STDERR, LOG_TARGET_FILE };
 
@@ -116,9 +120,21 @@ struct config *config_load(const char *path, struct config_diags *diags);
 struct config *config_load_string(const char *text, const char *name,
 				  struct config_diags *diags);
 
+/* Only configs returned by config_load*() may be passed to these. */
 struct config *config_ref(struct config *cfg);   /* returns @cfg */
 void config_unref(struct config *cfg);           /* accepts NULL */
-void config_diags_free(struct config_diags *diags);
+void config_diags_free(struct config_diags *diags); /* accepts NULL */
+
+/*
+ * "line 12: [control_plane] ping_interval: ..." (warnings get "warning: "
+ * before the text; no "line" part when @d->line is 0) into @buf; returns
+ * @buf.
+ */
+const char *config_diag_format(const struct config_diag *d, char *buf,
+			       size_t len);
+/* Every diagnostic as "<path>: " + config_diag_format(), one per line. */
+void config_diags_print(const struct config_diags *diags, const char *path,
+			FILE *out);
 
 /* Value parsers, exported for tests and for other modules. 0 or -EINVAL. */
 int config_parse_duration_ms(const char *s, int64_t *out);
@@ -128,5 +144,11 @@ int config_parse_bool(const char *s, bool *out);
 /* True when the two endpoint configs would open the same connection. */
 bool config_endpoint_same_link(const struct config_endpoint *a,
 			       const struct config_endpoint *b);
+/*
+ * Tests only: where in_cluster looks for token, ca.crt and namespace
+ * (default /var/run/secrets/kubernetes.io/serviceaccount). @dir is
+ * borrowed until the next call; NULL restores the default. Main thread.
+ */
+void config_set_service_account_dir(const char *dir);
 
 #endif
