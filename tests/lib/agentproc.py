@@ -22,7 +22,9 @@ import time
 import harness
 
 TOP = harness.TOP
-AGENT_BIN = os.path.join(TOP, "agent", "pipeops-agent")
+# PIPEOPS_AGENT_BIN runs the tests against another build (e.g. an asan one).
+AGENT_BIN = os.environ.get("PIPEOPS_AGENT_BIN") or \
+    os.path.join(TOP, "agent", "pipeops-agent")
 
 _live = set()
 

@@ -603,7 +603,7 @@ class WsPeer:
         return self.wait_for(final, timeout, after=mark)
 
     def assign_runner(self, endpoint, token, runner_id="runner-1",
-                      conn=None):
+                      conn=None, id=None):
         """cp: send runner_assigned; returns the message (its id is the
         request_id the agent's reply must carry)."""
         msg = make_msg("runner_assigned", {
@@ -611,7 +611,7 @@ class WsPeer:
             "runner_endpoint": endpoint,
             "runner_token": token,
             "assigned_at": rfc3339_now(),
-        })
+        }, id=id)
         return self.send(msg, conn)
 
     def unassign_runner(self, runner_id="runner-1", conn=None):
