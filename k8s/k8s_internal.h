@@ -1,0 +1,109 @@
+/*
+ * k8s_internal: the structs behind the opaque k8s handles and the request
+ * core shared by the k8s/ modules. Not for use outside k8s/ (tests
+ * excepted).
+ *
+ * DESIGN
+ * struct k8s_shared is read-only after k8s_shared_new() except for the
+ * token cache (guarded by token_lock) and the curl share (guarded by
+ * share_locks, one mutex per curl_lock_data, taken by libcurl itself).
+ * Lock order: token_lock is a leaf; no curl call runs under it.
+ * struct k8s_client belongs to one thread at a time.
+ */
+#ifndef PIPEOPS_K8S_K8S_INTERNAL_H
+#define PIPEOPS_K8S_K8S_INTERNAL_H
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "k8s/k8s.h"
+
+/* Responses larger than this are refused (bounded before allocation). */
+#define K8S_MAX_RESPONSE_BYTES ((size_t)64 << 20)
+/* A token file is re-read when the cached token is this old. */
+#define K8S_TOKEN_RELOAD_MS 60000
+/* Largest token file accepted. */
+#define K8S_TOKEN_MAX_BYTES 65536
+
+struct k8s_shared {
+	char *api_server;          /* no trailing '/' */
+	char *token_file;          /* NULL: static token */
+	char *ca_file;             /* NULL: system bundle */
+	bool insecure_skip_verify;
+	char *default_namespace;   /* never NULL */
+	int64_t request_timeout_ms;
+	int64_t connect_timeout_ms;
+
+	pthread_mutex_t token_lock;
+	char *token;               /* guarded by token_lock; NULL: none */
+	int64_t token_loaded_ms;   /* guarded by token_lock */
+
+	CURLSH *share;
+	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+};
+
+struct k8s_buf {
+	char *data;                /* NUL-terminated when len > 0 */
+	size_t len;
+	size_t cap;
+	bool overflow;             /* more than K8S_MAX_RESPONSE_BYTES came */
+};
+
+struct k8s_client {
+	struct k8s_shared *sh;     /* borrowed; outlives the client */
+	CURL *curl;                /* reused for every request (keep-alive) */
+	char errbuf[CURL_ERROR_SIZE];
+	struct k8s_buf resp;
+};
+
+/* One HTTP request. All pointers are borrowed for the call. */
+struct k8s_request {
+	const char *method;        /* GET POST PUT PATCH DELETE */
+	const char *path;          /* "/api/..." with an optional "?query" */
+	const char *content_type;  /* NULL: no Content-Type header */
+	const char *body;          /* NULL: no body */
+	size_t body_len;
+};
+
+/*
+ * Sends @req and waits for the whole response. On 401 with a token file the
+ * token is re-read and, if it changed, the request is sent once more.
+ * Returns 0 when an HTTP response arrived (any status): *status is set and
+ * *body and *body_len point into the client's buffer, valid until the next
+ * request on @c (always NUL-terminated). Returns a negative errno-style code
+ * with @err filled (code 0) on transport failure: -ECONNREFUSED
+ * (Unreachable), -ETIMEDOUT (Timeout), -EFBIG (ResponseTooLarge), -EPROTO
+ * (TLSError) or -EIO (TransportError).
+ */
+int k8s_client_send(struct k8s_client *c, const struct k8s_request *req,
+		    long *status, const char **body, size_t *body_len,
+		    struct k8s_error *err);
+
+/*
+ * JSON call: sends @body (borrowed, may be NULL) encoded compactly with
+ * @content_type (default application/json when a body is given). On a 2xx
+ * answer returns 0 and stores the decoded response in *out (a new
+ * reference, never NULL; an empty body gives an empty object) when @out is
+ * not NULL, and the status in *status when @status is not NULL. Otherwise
+ * returns a negative code with @err filled: -EPROTO for an HTTP error (err
+ * from its Status), -EBADMSG for a 2xx body that is not JSON, or the
+ * transport codes of k8s_client_send().
+ */
+int k8s_call(struct k8s_client *c, const char *method, const char *path,
+	     const char *content_type, json_t *body, json_t **out,
+	     long *status, struct k8s_error *err);
+
+/* The namespace used when a request names none (borrowed from @c). */
+const char *k8s_client_default_namespace(const struct k8s_client *c);
+
+/* printf into a new string (free with free()). Never NULL. */
+char *k8s_strdup_printf(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+
+/* Percent-encodes @s for a query value. Returns a new string. */
+char *k8s_query_escape(const char *s);
+
+#endif
