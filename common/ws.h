@@ -43,6 +43,14 @@ struct ws_connect_error {
 	int64_t retry_after_ms;   /* Retry-After of a 429/503, else -1 */
 	bool token_refused;       /* 401 or 403 */
 	char text[256];           /* one line for the log, never the token */
+	/*
+	 * Negative errno (also left in errno, positive): -EINVAL bad URL or
+	 * settings, -ECANCELED, -ETIMEDOUT, -ECONNREFUSED (TCP refused, or a
+	 * non-101 HTTP answer), -EACCES (401/403), -EPERM (certificate
+	 * rejected), -EPROTO (TLS or upgrade failure), -EHOSTUNREACH (name
+	 * did not resolve), other socket errors as they come.
+	 */
+	int errnum;
 };
 
 /*
