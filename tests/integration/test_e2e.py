@@ -188,10 +188,8 @@ class EndToEnd(unittest.TestCase):
         self.assertNotIn(CP_TOKEN, reg.raw)
         self.assertNotIn(K8S_TOKEN, reg.raw)
         # the simulator acknowledged it on the same connection
-        acks = [m for _, i, m in self.cp.sent
-                if isinstance(m, dict) and m.get("request_id") == reg["id"]]
-        self.assertEqual(len(acks), 1, "register ack sent")
-        self.assertEqual(acks[0]["data"]["agent_id"], AGENT_ID)
+        ack = self.cp.wait_sent(reply_to(reg["id"]), 5)
+        self.assertEqual(ack["data"]["agent_id"], AGENT_ID)
 
     @with_log
     def test_01b_configured_labels_sent(self):

@@ -160,6 +160,10 @@ class PlainCp(unittest.TestCase):
         self.assertEqual(ack["data"]["request_id"], reg["id"])
         self.assertTrue(ack["data"]["success"])
         self.assertEqual(ack["data"]["agent_id"], "agent-1")
+        sent = self.peer.wait_sent(ws_sim.reply_to(reg["id"]), 2)
+        self.assertEqual(sent["id"], ack["id"])
+        with self.assertRaises(ws_sim.SimTimeout):
+            self.peer.wait_sent("runner_assigned", 0.2)
         got = self.peer.wait_for("register", 2)
         self.assertEqual(got["id"], reg["id"])
         self.assertGreater(got.t, 0)

@@ -547,6 +547,7 @@ class WsPeer:
                 continue
             with self._lock:
                 self._sent.append((time.time(), c.index, payload))
+                self._cond.notify_all()
             self._hook("send", payload)
         return n
 
@@ -708,6 +709,31 @@ class WsPeer:
         """(time, conn index, message) for everything the simulator sent."""
         with self._lock:
             return list(self._sent)
+
+    def wait_sent(self, predicate, timeout=10):
+        """The first message the simulator sent (a dict) for which
+        predicate(msg) is true, waiting up to timeout (sends such as the
+        register ack happen on the loop thread, after the request was
+        recorded)."""
+        if isinstance(predicate, str):
+            predicate = of_type(predicate)
+        deadline = time.monotonic() + timeout
+        i = 0
+        with self._cond:
+            while True:
+                while i < len(self._sent):
+                    m = self._sent[i][2]
+                    i += 1
+                    if isinstance(m, dict) and predicate(m):
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            sent = [summarize(m) for _, _, m in self._sent[-25:]]
+        raise SimTimeout("%s: sent nothing matching %s within %.1fs; sent:\n  %s"
+                         % (self.name, _describe(predicate), timeout,
+                            "\n  ".join(sent)))
 
     def mark(self):
         """A position in `received`: pass it as wait_for(after=...) to only
