@@ -59,7 +59,7 @@ __attribute__((format(printf, 3, 4)))
 static int invalid(struct k8s_error *err, const char *op, const char *fmt,
 		   ...)
 {
-	char tmp[sizeof(err->message)];
+	char tmp[2 * sizeof(err->message)];
 	va_list ap;
 
 	va_start(ap, fmt);

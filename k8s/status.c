@@ -71,7 +71,9 @@ void k8s_copy_utf8(char *dst, size_t n, const char *src, size_t len)
 void k8s_error_set(struct k8s_error *err, int code, const char *reason,
 		   const char *fmt, ...)
 {
-	char tmp[sizeof(err->message)];
+	/* Larger than the message, so that a cut inside a character happens
+	 * in k8s_copy_utf8 (which drops it), not in vsnprintf. */
+	char tmp[2 * sizeof(err->message)];
 	va_list ap;
 
 	err->code = code;
