@@ -340,7 +340,11 @@ static void *reader_main(void *arg)
 	backoff_init(&bo, 1000, 60000);
 	while (!atomic_load(&ep->stop)) {
 		uint64_t gen;
-		struct endpoint_target *t = target_get(ep, &gen);
+		struct endpoint_target *t;
+
+		/* Wake-ups sent before this snapshot are answered by it. */
+		wakefd_drain(ep->reader_wake);
+		t = target_get(ep, &gen);
 		struct ws_options opt;
 		struct ws_connect_error cerr;
 		struct ws_conn *conn;
@@ -428,8 +432,12 @@ static void *reader_main(void *arg)
 		ws_conn_free(conn);
 		backoff_down(&bo, clock_mono_ms());
 		set_error(ep, reason);
-		LOG_WARN("disconnected", "endpoint=%s reason=\"%s\"", ep->name,
-			 reason);
+		if (atomic_load(&ep->stop))
+			LOG_INFO("disconnected", "endpoint=%s reason=\"%s\"",
+				 ep->name, reason);
+		else
+			LOG_WARN("disconnected", "endpoint=%s reason=\"%s\"",
+				 ep->name, reason);
 		notify_super(&rc, SUP_EV_DOWN, reason);
 		wakefd_signal(ep->agent->super_wake);
 		target_put(t);
