@@ -154,6 +154,7 @@ static struct ws_conn *open_url(const char *scheme, const char *host,
 				struct ws_connect_error *err)
 {
 	char url[128];
+	struct ws_conn *c;
 	struct ws_options o = {
 		.default_path = "/api/v1/agent/ws",
 		.token = "tok-123",
@@ -165,7 +166,11 @@ static struct ws_conn *open_url(const char *scheme, const char *host,
 
 	strfmt(url, sizeof(url), "%s://%s:%d", scheme, host, port_of(name));
 	o.url = url;
-	return ws_connect(&o, -1, err);
+	c = ws_connect(&o, -1, err);
+	if (!c && getenv("WS_TEST_VERBOSE"))
+		fprintf(stderr, "  %s: errnum=%d text=%s\n", url, err->errnum,
+			err->text);
+	return c;
 }
 
 static void test_server_started(void)
@@ -228,11 +233,237 @@ static void test_tls_round_trip(void)
 	ws_conn_free(c);
 }
 
+
+/* Connect to a bad-TLS listener; the error text must contain @want. */
+static void expect_tls_refused(const char *name, struct tls_ctx *tls,
+			       const char *want)
+{
+	struct ws_connect_error err;
+	struct ws_conn *c = open_url("wss", "localhost", name, tls, &err);
+
+	CHECK(c == NULL);
+	ws_conn_free(c);
+	CHECK_INT(err.errnum, -EPERM);
+	CHECK_INT(err.http_status, 0);
+	if (!strstr(err.text, want)) {
+		fprintf(stderr, "  text \"%s\" lacks \"%s\"\n", err.text, want);
+		CHECK(0);
+	}
+}
+
+static void test_tls_wrong_ca(void)
+{
+	expect_tls_refused("tls", tls_wrong_ca, "signed by unknown CA");
+}
+
+static void test_tls_expired(void)
+{
+	expect_tls_refused("expired", tls_good, "has expired");
+}
+
+static void test_tls_self_signed(void)
+{
+	expect_tls_refused("self", tls_good, "self-signed certificate");
+}
+
+static void test_tls_wrong_name(void)
+{
+	expect_tls_refused("wrongname", tls_good,
+			   "name does not match host localhost");
+}
+
+static void test_tls_ip_literal_refused(void)
+{
+	struct ws_connect_error err;
+	struct ws_conn *c = open_url("wss", "127.0.0.1", "tls", tls_good, &err);
+
+	CHECK(c == NULL);
+	CHECK_INT(err.errnum, -EINVAL);
+	CHECK(strstr(err.text, "mbedTLS 2.28") != NULL);
+	CHECK(strstr(err.text, "IP address") != NULL);
+}
+
+static void test_tls_to_plain_server(void)
+{
+	struct ws_connect_error err;
+	struct ws_conn *c = open_url("wss", "localhost", "plain", tls_good,
+				     &err);
+
+	CHECK(c == NULL);
+	CHECK_INT(err.errnum, -EPROTO);
+	CHECK(strstr(err.text, "TLS handshake") != NULL);
+}
+
+static void test_http_401_token_refused(void)
+{
+	struct ws_connect_error err;
+	struct ws_conn *c = open_url("ws", "localhost", "s401", NULL, &err);
+
+	CHECK(c == NULL);
+	CHECK_INT(err.http_status, 401);
+	CHECK(err.token_refused);
+	CHECK_INT(err.errnum, -EACCES);
+	CHECK(strstr(err.text, "token refused") != NULL);
+	CHECK(strstr(err.text, "tok-123") == NULL);
+}
+
+static void test_http_429_retry_after(void)
+{
+	struct ws_connect_error err;
+	struct ws_conn *c = open_url("ws", "localhost", "s429", NULL, &err);
+
+	CHECK(c == NULL);
+	CHECK_INT(err.http_status, 429);
+	CHECK(!err.token_refused);
+	CHECK_INT(err.retry_after_ms, 7000);
+}
+
+static void test_http_302_location(void)
+{
+	struct ws_connect_error err;
+	struct ws_conn *c = open_url("ws", "localhost", "s302", NULL, &err);
+
+	CHECK(c == NULL);
+	CHECK_INT(err.http_status, 302);
+	CHECK(strstr(err.text, "wss://elsewhere.example/ws") != NULL);
+}
+
+static void test_connection_refused(void)
+{
+	struct ws_connect_error err;
+	struct ws_options o = {
+		.url = "ws://127.0.0.1:1/x",
+		.connect_timeout_ms = 2000,
+	};
+	struct ws_conn *c = ws_connect(&o, -1, &err);
+
+	CHECK(c == NULL);
+	CHECK_INT(err.errnum, -ECONNREFUSED);
+	CHECK_INT(err.http_status, 0);
+}
+
+static void test_cancel(void)
+{
+	struct ws_connect_error err;
+	/* 192.0.2.1 (TEST-NET-1) never answers; the cancel fd is already
+	 * readable, so connect must return at once. */
+	struct ws_options o = {
+		.url = "ws://192.0.2.1:80/x",
+		.connect_timeout_ms = 5000,
+	};
+	int efd = eventfd(1, EFD_CLOEXEC);
+	int64_t t0 = clock_mono_ms();
+	struct ws_conn *c = ws_connect(&o, efd, &err);
+
+	CHECK(c == NULL);
+	if (getenv("WS_TEST_VERBOSE"))
+		fprintf(stderr, "  cancel: %s\n", err.text);
+	if (err.errnum != -ENETUNREACH) { /* no route in some sandboxes */
+		CHECK_INT(err.errnum, -ECANCELED);
+		CHECK(clock_mono_ms() - t0 < 1000);
+	}
+	close(efd);
+}
+
+static void test_peer_close_code(void)
+{
+	struct ws_connect_error err;
+	struct inbox in = { 0 };
+	struct ws_conn *c = open_url("ws", "localhost", "plain", NULL, &err);
+	char reason[64];
+
+	if (!c) {
+		CHECK(c != NULL);
+		return;
+	}
+	CHECK_INT(ws_conn_send_text(c, "__close__ 4001 bye now", 22), 0);
+	CHECK_INT(read_until(c, &in, 1), -ECONNRESET);
+	CHECK_INT(ws_conn_close_info(c, reason, sizeof(reason)), 4001);
+	CHECK_STR(reason, "bye now");
+	ws_conn_free(c);
+}
+
+static void test_binary_ignored_and_ping(void)
+{
+	struct ws_connect_error err;
+	struct inbox in = { 0 };
+	struct ws_conn *c = open_url("wss", "localhost", "tls", tls_good, &err);
+
+	if (!c) {
+		CHECK(c != NULL);
+		return;
+	}
+	CHECK_INT(ws_conn_rtt_ms(c), -1);
+	CHECK_INT(ws_conn_send_text(c, "__binary__", 10), 0);
+	CHECK_INT(read_until(c, &in, 1), 0);
+	CHECK_STR(in.last, "after-binary");
+	CHECK_INT(ws_conn_send_text(c, "__ping__", 8), 0);
+	CHECK_INT(read_until(c, &in, 2), 0); /* our pong went out */
+	CHECK_STR(in.last, "pinged");
+	CHECK_INT(ws_conn_ping(c), 0);
+	for (int i = 0; i < 50 && ws_conn_rtt_ms(c) < 0; i++) {
+		struct pollfd p = { ws_conn_fd(c), POLLIN, 0 };
+
+		if (poll(&p, 1, 100) > 0)
+			CHECK_INT(ws_conn_on_readable(c, on_msg, &in), 0);
+	}
+	CHECK(ws_conn_rtt_ms(c) >= 0);
+	CHECK(clock_mono_ms() - ws_conn_last_rx_ms(c) < 1000);
+	CHECK_INT(ws_conn_close(c, 1000, "done"), 0);
+	CHECK_INT(read_until(c, &in, 99), -ECONNRESET);
+	CHECK_INT(ws_conn_close_info(c, NULL, 0), 1000);
+	ws_conn_free(c);
+}
+
+static void test_large_message(void)
+{
+	struct ws_connect_error err;
+	struct inbox in = { 0 };
+	struct ws_conn *c = open_url("wss", "localhost", "tls", tls_good, &err);
+	size_t n = 300 * 1000;
+	char *big = xmalloc(n);
+	int64_t deadline = clock_mono_ms() + 5000;
+
+	if (!c) {
+		CHECK(c != NULL);
+		free(big);
+		return;
+	}
+	memset(big, 'x', n);
+	big[n - 1] = 'y';
+	CHECK_INT(ws_conn_send_text(c, big, n), 0);
+	while (ws_conn_flush(c) == 1 && clock_mono_ms() < deadline) {
+		struct pollfd p = { ws_conn_fd(c), POLLOUT | POLLIN, 0 };
+
+		poll(&p, 1, 100);
+		if (p.revents & POLLIN)
+			CHECK_INT(ws_conn_on_readable(c, on_msg, &in), 0);
+	}
+	CHECK_INT(read_until(c, &in, 1), 0);
+	CHECK_INT(in.count, 1);
+	ws_conn_free(c);
+	free(big);
+}
+
 static const struct check_case check_cases[] = {
 	CHECK_CASE(test_server_started),
 	CHECK_CASE(test_plain_round_trip),
 	CHECK_CASE(test_plain_headers),
 	CHECK_CASE(test_tls_round_trip),
+	CHECK_CASE(test_tls_wrong_ca),
+	CHECK_CASE(test_tls_expired),
+	CHECK_CASE(test_tls_self_signed),
+	CHECK_CASE(test_tls_wrong_name),
+	CHECK_CASE(test_tls_ip_literal_refused),
+	CHECK_CASE(test_tls_to_plain_server),
+	CHECK_CASE(test_http_401_token_refused),
+	CHECK_CASE(test_http_429_retry_after),
+	CHECK_CASE(test_http_302_location),
+	CHECK_CASE(test_connection_refused),
+	CHECK_CASE(test_cancel),
+	CHECK_CASE(test_peer_close_code),
+	CHECK_CASE(test_binary_ignored_and_ping),
+	CHECK_CASE(test_large_message),
 };
 
 static void setup(void) __attribute__((constructor));
