@@ -32,20 +32,20 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define INI_LINE_BUF 8192            /* ini_max_line; > CONFIG_MAX_LINE */
-#define MAX_FILE_BYTES (1024 * 1024) /* the INI file itself */
-#define MAX_TOKEN_BYTES (64 * 1024)  /* a token_file */
-#define SHOWN_MAX 60                 /* value characters quoted in messages */
+#define INI_LINE_BUF	8192	      /* ini_max_line; > CONFIG_MAX_LINE */
+#define MAX_FILE_BYTES	(1024 * 1024) /* the INI file itself */
+#define MAX_TOKEN_BYTES (64 * 1024)   /* a token_file */
+#define SHOWN_MAX	60	      /* value characters quoted in messages */
 
-#define SEC_MS INT64_C(1000)
-#define MIN_MS (60 * SEC_MS)
+#define SEC_MS	INT64_C(1000)
+#define MIN_MS	(60 * SEC_MS)
 #define HOUR_MS (60 * MIN_MS)
-#define KIB INT64_C(1024)
-#define MIB (1024 * KIB)
-#define GIB (1024 * MIB)
+#define KIB	INT64_C(1024)
+#define MIB	(1024 * KIB)
+#define GIB	(1024 * MIB)
 
 static const char default_sa_dir[] =
-	"/var/run/secrets/kubernetes.io/serviceaccount";
+    "/var/run/secrets/kubernetes.io/serviceaccount";
 static const char *sa_dir = default_sa_dir;
 
 enum section_id {
@@ -58,21 +58,21 @@ enum section_id {
 };
 
 static const char *const section_names[N_SECTIONS] = {
-	"agent", "control_plane", "runner", "kubernetes", "health",
+    "agent", "control_plane", "runner", "kubernetes", "health",
 };
 
 enum key_type {
-	T_STR,        /* char *; empty: NULL */
-	T_ID,         /* char *; [A-Za-z0-9._-], 1..128 */
+	T_STR,	      /* char *; empty: NULL */
+	T_ID,	      /* char *; [A-Za-z0-9._-], 1..128 */
 	T_NAMESPACE,  /* char *; DNS-1123 label */
 	T_URL_WS,     /* char *; http/https/ws/wss URL with a host */
 	T_URL_HTTP,   /* char *; http/https URL with a host */
 	T_LISTEN,     /* char *; host:port or [v6]:port; empty: NULL (off) */
 	T_DURATION,   /* int64_t milliseconds */
-	T_SIZE,       /* size_t bytes */
+	T_SIZE,	      /* size_t bytes */
 	T_COUNT,      /* size_t */
-	T_INT,        /* int */
-	T_BOOL,       /* bool */
+	T_INT,	      /* int */
+	T_BOOL,	      /* bool */
 	T_LABELS,     /* cfg->labels */
 	T_PREFIXES,   /* cfg->k8s_proxy_deny */
 	T_LOG_LEVEL,  /* cfg->log_level */
@@ -91,14 +91,15 @@ struct key_def {
 	enum section_id sec;
 	const char *name;
 	enum key_type type;
-	size_t off;          /* offset in struct config */
-	int64_t min, max;    /* numeric range (ms for durations) */
+	size_t off;	  /* offset in struct config */
+	int64_t min, max; /* numeric range (ms for durations) */
 	unsigned flags;
 };
 
 #define OFF(m) offsetof(struct config, m)
 
 /* Keys that [control_plane] and [runner] share; @m is the member. */
+/* clang-format off */
 #define ENDPOINT_KEYS(sec, m)                                               \
 	{ sec, "ca_file", T_STR, OFF(m.ca_file), 0, 0, F_READABLE },        \
 	{ sec, "client_cert", T_STR, OFF(m.client_cert), 0, 0, F_READABLE }, \
@@ -175,6 +176,8 @@ static const struct key_def keys[] = {
 	{ SEC_HEALTH, "listen", T_LISTEN, OFF(health_listen), 0, 0, 0 },
 };
 
+/* clang-format on */
+
 #define N_KEYS ARRAY_SIZE(keys)
 
 /* A config and its reference count; only config_load*() make them. */
@@ -187,16 +190,17 @@ struct parse_ctx {
 	struct config *cfg;
 	struct config_diags d;
 	size_t d_cap;
-	const char *pos, *end;        /* reader: the text left */
-	int lineno;                   /* reader: the line inih now has */
+	const char *pos, *end;	      /* reader: the text left */
+	int lineno;		      /* reader: the line inih now has */
 	int section_line[N_SECTIONS]; /* first header of each section */
-	int key_line[N_KEYS];         /* last line that set each key */
+	int key_line[N_KEYS];	      /* last line that set each key */
 };
 
 /* ---- messages ---- */
 
 static void diag_add(struct parse_ctx *ctx, int line, bool is_error,
-		     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+		     const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 static void diag_add(struct parse_ctx *ctx, int line, bool is_error,
 		     const char *fmt, ...)
@@ -218,8 +222,8 @@ static void diag_add(struct parse_ctx *ctx, int line, bool is_error,
 
 	if (ctx->d.n == ctx->d_cap) {
 		ctx->d_cap = ctx->d_cap ? 2 * ctx->d_cap : 8;
-		ctx->d.items = xrealloc(ctx->d.items,
-					ctx->d_cap * sizeof(*ctx->d.items));
+		ctx->d.items =
+		    xrealloc(ctx->d.items, ctx->d_cap * sizeof(*ctx->d.items));
 	}
 	dg = &ctx->d.items[ctx->d.n++];
 	dg->line = line;
@@ -345,8 +349,8 @@ int config_parse_size(const char *s, size_t *out)
 
 int config_parse_bool(const char *s, bool *out)
 {
-	static const char *const yes[] = { "true", "yes", "on", "1" };
-	static const char *const no[] = { "false", "no", "off", "0" };
+	static const char *const yes[] = {"true", "yes", "on", "1"};
+	static const char *const no[] = {"false", "no", "off", "0"};
 
 	if (!s)
 		return -EINVAL;
@@ -399,7 +403,8 @@ static bool url_ok(const char *v, const char *const *schemes)
 	if (host == auth_end || *host == ':')
 		return false;
 	if (*host == '[') {
-		const char *close = memchr(host, ']', (size_t)(auth_end - host));
+		const char *close =
+		    memchr(host, ']', (size_t)(auth_end - host));
 
 		if (!close || close == host + 1)
 			return false;
@@ -649,8 +654,7 @@ static void range_error(struct parse_ctx *ctx, const struct key_def *def,
 		strfmt(hi, sizeof(hi), "%" PRId64, def->max);
 	}
 	diag_add(ctx, line, true, "[%s] %s: %s is out of range (%s%s..%s)",
-		 section_names[def->sec], def->name,
-		 shown(v, buf, sizeof(buf)),
+		 section_names[def->sec], def->name, shown(v, buf, sizeof(buf)),
 		 def->flags & F_ZERO_OK ? "0 or " : "", lo, hi);
 }
 
@@ -670,9 +674,9 @@ static void set_string(struct parse_ctx *ctx, const struct key_def *def,
 	char buf[SHOWN_MAX + 8];
 	char errbuf[128];
 	const char *what = NULL;
-	static const char *const ws_schemes[] = { "http", "https", "ws", "wss",
-						   NULL };
-	static const char *const http_schemes[] = { "http", "https", NULL };
+	static const char *const ws_schemes[] = {"http", "https", "ws", "wss",
+						 NULL};
+	static const char *const http_schemes[] = {"http", "https", NULL};
 
 	if (!v) {
 		if (def->flags & F_NONEMPTY || def->type == T_NAMESPACE) {
@@ -854,8 +858,8 @@ static int key_find(int sec, const char *name)
  * (a ';' at the start or after white space) cut off. NULL for an empty
  * value, or on an error (reported; *@bad set).
  */
-static char *unquote(struct parse_ctx *ctx, const struct key_def *def,
-		     int line, const char *raw, bool *bad)
+static char *unquote(struct parse_ctx *ctx, const struct key_def *def, int line,
+		     const char *raw, bool *bad)
 {
 	const char *sec = section_names[def->sec];
 	const char *p, *close;
@@ -963,7 +967,7 @@ static bool check_line(struct parse_ctx *ctx, const char *line)
 			diag_add(ctx, ctx->lineno, false,
 				 "[%s]: unknown section (its keys are "
 				 "ignored)",
-				 shown(name, buf, sizeof(buf)) );
+				 shown(name, buf, sizeof(buf)));
 			free(name);
 		} else if (!ctx->section_line[sec]) {
 			ctx->section_line[sec] = ctx->lineno;
@@ -1080,8 +1084,8 @@ static void check_endpoint(struct parse_ctx *ctx, enum section_id sec,
 		diag_add(ctx, max_int(li, lm), true,
 			 "[%s] reconnect_initial (%s) is greater than "
 			 "reconnect_max (%s)",
-			 name, fmt_duration(ep->reconnect_initial_ms, a,
-					    sizeof(a)),
+			 name,
+			 fmt_duration(ep->reconnect_initial_ms, a, sizeof(a)),
 			 fmt_duration(ep->reconnect_max_ms, b, sizeof(b)));
 	if (!ep->client_cert != !ep->client_key)
 		diag_add(ctx,
@@ -1125,14 +1129,12 @@ static void check_runner(struct parse_ctx *ctx)
 	if (r->outbox_max_bytes < r->max_message_bytes)
 		diag_add(ctx,
 			 max_int(line_of(ctx, SEC_RUNNER, "outbox_max_bytes"),
-				 line_of(ctx, SEC_RUNNER,
-					 "max_message_bytes")),
+				 line_of(ctx, SEC_RUNNER, "max_message_bytes")),
 			 true,
 			 "[runner] outbox_max_bytes (%s) is smaller than "
 			 "max_message_bytes (%s)",
 			 fmt_size((int64_t)r->outbox_max_bytes, a, sizeof(a)),
-			 fmt_size((int64_t)r->max_message_bytes, b,
-				  sizeof(b)));
+			 fmt_size((int64_t)r->max_message_bytes, b, sizeof(b)));
 }
 
 static char *sa_path(const char *file)
@@ -1221,8 +1223,8 @@ static void check_kubernetes(struct parse_ctx *ctx)
 	if (!cfg->k8s_api_server)
 		cfg->k8s_api_server = xstrdup("https://127.0.0.1:6443");
 	if (cfg->k8s_token_file)
-		cfg->k8s_token = read_token(ctx, line, "[kubernetes] token_file",
-					    cfg->k8s_token_file);
+		cfg->k8s_token = read_token(
+		    ctx, line, "[kubernetes] token_file", cfg->k8s_token_file);
 }
 
 static void check_all(struct parse_ctx *ctx)
@@ -1360,8 +1362,8 @@ static void diags_out(struct parse_ctx *ctx, struct config_diags *out)
 		config_diags_free(&ctx->d);
 }
 
-static struct config *load_text(const char *text, size_t len,
-				const char *name, struct config_diags *diags)
+static struct config *load_text(const char *text, size_t len, const char *name,
+				struct config_diags *diags)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	struct parse_ctx ctx;

@@ -10,11 +10,11 @@
 #include <unistd.h>
 
 /* Five lines that make a valid file; snippets appended start at line 6. */
-#define BASE                                                                 \
-	"[agent]\n"                                                          \
-	"cluster_name = prod-eu\n"                                           \
-	"[control_plane]\n"                                                  \
-	"endpoint = wss://cp.example.com/agent\n"                            \
+#define BASE                                                                   \
+	"[agent]\n"                                                            \
+	"cluster_name = prod-eu\n"                                             \
+	"[control_plane]\n"                                                    \
+	"endpoint = wss://cp.example.com/agent\n"                              \
 	"token = s3cret\n"
 
 static char tmpdir[] = "/tmp/test_config.XXXXXX";
@@ -62,26 +62,26 @@ static void test_parse_duration(void)
 		int rc;
 		int64_t ms;
 	} cases[] = {
-		{ "0", 0, 0 },
-		{ "20", 0, 20000 },
-		{ "20s", 0, 20000 },
-		{ "500ms", 0, 500 },
-		{ "1m", 0, 60000 },
-		{ "2h", 0, 7200000 },
-		{ "0ms", 0, 0 },
-		{ "", -EINVAL, 0 },
-		{ "abc", -EINVAL, 0 },
-		{ "-1s", -EINVAL, 0 },
-		{ "+1s", -EINVAL, 0 },
-		{ " 1s", -EINVAL, 0 },
-		{ "1 s", -EINVAL, 0 },
-		{ "1.5s", -EINVAL, 0 },
-		{ "1d", -EINVAL, 0 },
-		{ "1S", -EINVAL, 0 },
-		{ "1sec", -EINVAL, 0 },
-		{ "s", -EINVAL, 0 },
-		{ "99999999999999999999", -EINVAL, 0 },
-		{ "9999999999999999h", -EINVAL, 0 },
+	    {"0", 0, 0},
+	    {"20", 0, 20000},
+	    {"20s", 0, 20000},
+	    {"500ms", 0, 500},
+	    {"1m", 0, 60000},
+	    {"2h", 0, 7200000},
+	    {"0ms", 0, 0},
+	    {"", -EINVAL, 0},
+	    {"abc", -EINVAL, 0},
+	    {"-1s", -EINVAL, 0},
+	    {"+1s", -EINVAL, 0},
+	    {" 1s", -EINVAL, 0},
+	    {"1 s", -EINVAL, 0},
+	    {"1.5s", -EINVAL, 0},
+	    {"1d", -EINVAL, 0},
+	    {"1S", -EINVAL, 0},
+	    {"1sec", -EINVAL, 0},
+	    {"s", -EINVAL, 0},
+	    {"99999999999999999999", -EINVAL, 0},
+	    {"9999999999999999h", -EINVAL, 0},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -93,7 +93,7 @@ static void test_parse_duration(void)
 		CHECK_INT(rc, cases[i].rc);
 		CHECK_INT(ms, cases[i].rc ? -7 : cases[i].ms);
 	}
-	CHECK_INT(config_parse_duration_ms(NULL, &(int64_t){ 0 }), -EINVAL);
+	CHECK_INT(config_parse_duration_ms(NULL, &(int64_t){0}), -EINVAL);
 }
 
 static void test_parse_size(void)
@@ -103,21 +103,21 @@ static void test_parse_size(void)
 		int rc;
 		size_t n;
 	} cases[] = {
-		{ "0", 0, 0 },
-		{ "1024", 0, 1024 },
-		{ "1K", 0, 1024 },
-		{ "1k", 0, 1024 },
-		{ "16M", 0, 16777216 },
-		{ "2G", 0, 2147483648u },
-		{ "", -EINVAL, 0 },
-		{ "M", -EINVAL, 0 },
-		{ "16MB", -EINVAL, 0 },
-		{ "1T", -EINVAL, 0 },
-		{ "-1", -EINVAL, 0 },
-		{ "1 K", -EINVAL, 0 },
-		{ "1.5M", -EINVAL, 0 },
-		{ "18446744073709551616", -EINVAL, 0 },
-		{ "17179869184G", -EINVAL, 0 },
+	    {"0", 0, 0},
+	    {"1024", 0, 1024},
+	    {"1K", 0, 1024},
+	    {"1k", 0, 1024},
+	    {"16M", 0, 16777216},
+	    {"2G", 0, 2147483648u},
+	    {"", -EINVAL, 0},
+	    {"M", -EINVAL, 0},
+	    {"16MB", -EINVAL, 0},
+	    {"1T", -EINVAL, 0},
+	    {"-1", -EINVAL, 0},
+	    {"1 K", -EINVAL, 0},
+	    {"1.5M", -EINVAL, 0},
+	    {"18446744073709551616", -EINVAL, 0},
+	    {"17179869184G", -EINVAL, 0},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -133,10 +133,10 @@ static void test_parse_size(void)
 
 static void test_parse_bool(void)
 {
-	static const char *const yes[] = { "true", "yes", "on", "1", "TRUE",
-					   "Yes" };
-	static const char *const no[] = { "false", "no", "off", "0", "Off" };
-	static const char *const bad[] = { "", "2", "y", "enabled", "true " };
+	static const char *const yes[] = {"true", "yes",  "on",
+					  "1",	  "TRUE", "Yes"};
+	static const char *const no[] = {"false", "no", "off", "0", "Off"};
+	static const char *const bad[] = {"", "2", "y", "enabled", "true "};
 	bool b;
 
 	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
@@ -235,61 +235,62 @@ static void test_all_keys(void)
 	struct config_diags d;
 	struct config *c;
 
-	snprintf(text, sizeof(text),
-		 "; a comment\n"
-		 "# another\n"
-		 "[agent]\n"
-		 "id = agent-01.x_y\n"
-		 "name = \"node a\"\n"
-		 "cluster_name = prod-eu\n"
-		 "labels = team=a, env = prod ,tier=\n"
-		 "workers = 64\n"
-		 "state_dir = /tmp/state\n"
-		 "pid_file = /tmp/agent.pid\n"
-		 "log_level = debug\n"
-		 "log_target = file:/var/log/a.log\n"
-		 "shutdown_timeout = 1m\n"
-		 "[control_plane]\n"
-		 "endpoint = https://user@cp.example.com:8443/x\n"
-		 "token = tok\n"
-		 "ca_file = %s\n"
-		 "client_cert = %s\n"
-		 "client_key = %s\n"
-		 "insecure_skip_verify = yes\n"
-		 "proxy = http://u:p@proxy:3128\n"
-		 "connect_timeout = 500ms\n"
-		 "ping_interval = 5s\n"
-		 "ping_timeout = 7s\n"
-		 "reconnect_initial = 2s\n"
-		 "reconnect_max = 2m\n"
-		 "max_message_bytes = 1K\n"
-		 "heartbeat_interval = 10s\n"
-		 "status_interval = 0\n"
-		 "register_timeout = 1h\n"
-		 "[runner]\n"
-		 "insecure_skip_verify = on\n"
-		 "proxy = https://proxy\n"
-		 "connect_timeout = 3\n"
-		 "ping_interval = 1m\n"
-		 "reconnect_initial = 100ms\n"
-		 "reconnect_max = 1s\n"
-		 "max_message_bytes = 1G\n"
-		 "outbox_max_messages = 5\n"
-		 "outbox_max_bytes = 2G\n"
-		 "dedup_window = 16\n"
-		 "max_streams = 7\n"
-		 "[kubernetes]\n"
-		 "in_cluster = false\n"
-		 "api_server = http://[::1]:8080\n"
-		 "ca_file = %s\n"
-		 "insecure_skip_verify = 1\n"
-		 "namespace = pipeops-system\n"
-		 "request_timeout = 2m\n"
-		 "connect_timeout = 2s\n"
-		 "proxy_deny = /api/v1/secrets, /apis/rbac.authorization.k8s.io\n"
-		 "[health]\n"
-		 "listen = [::1]:9000\n",
-		 ca, crt, key, ca);
+	snprintf(
+	    text, sizeof(text),
+	    "; a comment\n"
+	    "# another\n"
+	    "[agent]\n"
+	    "id = agent-01.x_y\n"
+	    "name = \"node a\"\n"
+	    "cluster_name = prod-eu\n"
+	    "labels = team=a, env = prod ,tier=\n"
+	    "workers = 64\n"
+	    "state_dir = /tmp/state\n"
+	    "pid_file = /tmp/agent.pid\n"
+	    "log_level = debug\n"
+	    "log_target = file:/var/log/a.log\n"
+	    "shutdown_timeout = 1m\n"
+	    "[control_plane]\n"
+	    "endpoint = https://user@cp.example.com:8443/x\n"
+	    "token = tok\n"
+	    "ca_file = %s\n"
+	    "client_cert = %s\n"
+	    "client_key = %s\n"
+	    "insecure_skip_verify = yes\n"
+	    "proxy = http://u:p@proxy:3128\n"
+	    "connect_timeout = 500ms\n"
+	    "ping_interval = 5s\n"
+	    "ping_timeout = 7s\n"
+	    "reconnect_initial = 2s\n"
+	    "reconnect_max = 2m\n"
+	    "max_message_bytes = 1K\n"
+	    "heartbeat_interval = 10s\n"
+	    "status_interval = 0\n"
+	    "register_timeout = 1h\n"
+	    "[runner]\n"
+	    "insecure_skip_verify = on\n"
+	    "proxy = https://proxy\n"
+	    "connect_timeout = 3\n"
+	    "ping_interval = 1m\n"
+	    "reconnect_initial = 100ms\n"
+	    "reconnect_max = 1s\n"
+	    "max_message_bytes = 1G\n"
+	    "outbox_max_messages = 5\n"
+	    "outbox_max_bytes = 2G\n"
+	    "dedup_window = 16\n"
+	    "max_streams = 7\n"
+	    "[kubernetes]\n"
+	    "in_cluster = false\n"
+	    "api_server = http://[::1]:8080\n"
+	    "ca_file = %s\n"
+	    "insecure_skip_verify = 1\n"
+	    "namespace = pipeops-system\n"
+	    "request_timeout = 2m\n"
+	    "connect_timeout = 2s\n"
+	    "proxy_deny = /api/v1/secrets, /apis/rbac.authorization.k8s.io\n"
+	    "[health]\n"
+	    "listen = [::1]:9000\n",
+	    ca, crt, key, ca);
 	c = config_load_string(text, "all", &d);
 	CHECK(c != NULL);
 	CHECK_INT(d.n, 0);
@@ -379,176 +380,176 @@ struct snippet_case {
 };
 
 static const struct snippet_case snippet_cases[] = {
-	/* durations */
-	{ "ping_interval = abc\n", false, 6, true,
-	  "[control_plane] ping_interval: \"abc\" is not a duration "
-	  "(e.g. 20s, 500ms, 1m)" },
-	{ "ping_interval = 500ms\n", false, 6, true,
-	  "[control_plane] ping_interval: \"500ms\" is out of range "
-	  "(1s..1h)" },
-	{ "ping_interval = 1s\n", true, 0, false, NULL },
-	{ "ping_timeout = 0\n", false, 6, true, "ping_timeout: \"0\" is out" },
-	{ "connect_timeout = 50ms\n", false, 6, true,
-	  "connect_timeout: \"50ms\" is out of range (100ms..10m)" },
-	{ "status_interval = 0\n", true, 0, false, NULL },
-	{ "status_interval = 500ms\n", false, 6, true,
-	  "status_interval: \"500ms\" is out of range (0 or 1s..24h)" },
-	{ "heartbeat_interval =\n", false, 6, true,
-	  "heartbeat_interval: \"\" is not a duration" },
-	{ "reconnect_initial = 2m\nreconnect_max = 1m\n", false, 7, true,
-	  "[control_plane] reconnect_initial (2m) is greater than "
-	  "reconnect_max (1m)" },
-	{ "reconnect_initial = 2m\n", false, 6, true,
-	  "reconnect_initial (2m) is greater than reconnect_max (1m)" },
-	{ "[runner]\nreconnect_max = 500ms\n", false, 7, true,
-	  "[runner] reconnect_max: \"500ms\" is out of range (1s..24h)" },
-	{ "[agent]\nshutdown_timeout = 0\n", true, 0, false, NULL },
-	{ "[agent]\nshutdown_timeout = 2h\n", false, 7, true,
-	  "[agent] shutdown_timeout: \"2h\" is out of range (0s..1h)" },
-	{ "[kubernetes]\nrequest_timeout = 1x\n", false, 7, true,
-	  "[kubernetes] request_timeout: \"1x\" is not a duration" },
-	{ "[kubernetes]\nconnect_timeout = 11m\n", false, 7, true,
-	  "[kubernetes] connect_timeout: \"11m\" is out of range" },
-	/* sizes and counts */
-	{ "max_message_bytes = 512\n", false, 6, true,
-	  "max_message_bytes: \"512\" is out of range (1K..1G)" },
-	{ "max_message_bytes = 2G\n", false, 6, true,
-	  "max_message_bytes: \"2G\" is out of range (1K..1G)" },
-	{ "max_message_bytes = lots\n", false, 6, true,
-	  "max_message_bytes: \"lots\" is not a size (e.g. 16M, 512K, "
-	  "1048576)" },
-	{ "[runner]\nmax_message_bytes = 128M\n", false, 7, true,
-	  "[runner] outbox_max_bytes (64M) is smaller than "
-	  "max_message_bytes (128M)" },
-	{ "[runner]\noutbox_max_messages = 0\n", false, 7, true,
-	  "[runner] outbox_max_messages: \"0\" is out of range (1..1000000)" },
-	{ "[runner]\ndedup_window = 1e3\n", false, 7, true,
-	  "[runner] dedup_window: \"1e3\" is not a whole number" },
-	{ "[runner]\nmax_streams = -1\n", false, 7, true,
-	  "max_streams: \"-1\" is not a whole number" },
-	{ "[agent]\nworkers = 0\n", false, 7, true,
-	  "[agent] workers: \"0\" is out of range (1..64)" },
-	{ "[agent]\nworkers = 65\n", false, 7, true,
-	  "[agent] workers: \"65\" is out of range (1..64)" },
-	{ "[agent]\nworkers = 99999999999999999999999\n", false, 7, true,
-	  "workers: \"99999999999999999999999\" is not a whole number" },
-	/* booleans */
-	{ "insecure_skip_verify = maybe\n", false, 6, true,
-	  "[control_plane] insecure_skip_verify: \"maybe\" is not a boolean "
-	  "(true/false, yes/no, on/off, 1/0)" },
-	/* endpoint */
-	{ "endpoint = ftp://cp\n", false, 6, true,
-	  "[control_plane] endpoint: \"ftp://cp\" is not a URL with scheme "
-	  "http, https, ws or wss and a host" },
-	{ "endpoint = https://\n", false, 6, true,
-	  "endpoint: \"https://\" is not a URL" },
-	{ "endpoint = cp.example.com\n", false, 6, true,
-	  "endpoint: \"cp.example.com\" is not a URL" },
-	{ "endpoint = wss://:443/x\n", false, 6, true, "is not a URL" },
-	{ "endpoint = wss://user@/x\n", false, 6, true, "is not a URL" },
-	{ "endpoint = wss://[]:443\n", false, 6, true, "is not a URL" },
-	{ "endpoint = wss://cp x\n", false, 6, true, "is not a URL" },
-	{ "endpoint = WS://[fd00::1]:80/a?b\n", true, 6, false,
-	  "[control_plane] endpoint: set again (first on line 4)" },
-	{ "endpoint = http://cp\n", true, 6, false, "set again" },
-	{ "endpoint =\n", false, 6, true,
-	  "[control_plane] endpoint: must not be empty" },
-	/* proxy, api_server, listen */
-	{ "proxy = socks5://p:1080\n", false, 6, true,
-	  "[control_plane] proxy: value is not a URL with scheme http or "
-	  "https" },
-	{ "[kubernetes]\napi_server = k8s:6443\n", false, 7, true,
-	  "[kubernetes] api_server: \"k8s:6443\" is not a URL with scheme "
-	  "http or https and a host" },
-	{ "[health]\nlisten = 9464\n", false, 7, true,
-	  "[health] listen: \"9464\" is not host:port" },
-	{ "[health]\nlisten = :9464\n", false, 7, true, "is not host:port" },
-	{ "[health]\nlisten = h:0\n", false, 7, true, "is not host:port" },
-	{ "[health]\nlisten = h:65536\n", false, 7, true, "is not host:port" },
-	{ "[health]\nlisten = ::1:80\n", false, 7, true, "is not host:port" },
-	{ "[health]\nlisten = 0.0.0.0:80\n", true, 0, false, NULL },
-	/* agent strings */
-	{ "[agent]\nlog_level = verbose\n", false, 7, true,
-	  "[agent] log_level: \"verbose\" is not error, warn, info or debug" },
-	{ "[agent]\nlog_target = journal\n", false, 7, true,
-	  "[agent] log_target: \"journal\" is not syslog, stderr or "
-	  "file:/path" },
-	{ "[agent]\nlog_target = file:\n", false, 7, true,
-	  "is not syslog, stderr or file:/path" },
-	{ "[agent]\nlog_target = file:rel.log\n", false, 7, true,
-	  "is not syslog, stderr or file:/path" },
-	{ "[agent]\nstate_dir = var/lib\n", false, 7, true,
-	  "[agent] state_dir: \"var/lib\" is not an absolute path" },
-	{ "[agent]\npid_file = \"\"\n", false, 7, true,
-	  "[agent] pid_file: must not be empty" },
-	{ "[agent]\nid = has space\n", false, 7, true,
-	  "[agent] id: \"has space\" is not an id" },
-	{ "[agent]\nlabels = team\n", false, 7, true,
-	  "[agent] labels: \"team\" is not key=value" },
-	{ "[agent]\nlabels = a=b,\n", false, 7, true,
-	  "[agent] labels: \"\" is not key=value" },
-	{ "[agent]\nlabels = =b\n", false, 7, true,
-	  "[agent] labels: \"\" is not a valid label key" },
-	{ "[agent]\nlabels = a b=c\n", false, 7, true,
-	  "\"a b\" is not a valid label key" },
-	{ "[agent]\nlabels = a=1, a=2\n", false, 7, true,
-	  "[agent] labels: label \"a\" given twice" },
-	{ "[agent]\nlabels = \"\"\n", true, 0, false, NULL },
-	{ "[agent]\ncluster_name =\n", false, 7, true,
-	  "[agent] cluster_name is required" },
-	/* kubernetes strings */
-	{ "[kubernetes]\nnamespace = Bad_NS\n", false, 7, true,
-	  "[kubernetes] namespace: \"Bad_NS\" is not a namespace name" },
-	{ "[kubernetes]\nnamespace =\n", false, 7, true,
-	  "[kubernetes] namespace: must not be empty" },
-	{ "[kubernetes]\nproxy_deny = api/v1\n", false, 7, true,
-	  "[kubernetes] proxy_deny: \"api/v1\" is not a path prefix" },
-	{ "[kubernetes]\nproxy_deny = /a,,/b\n", false, 7, true,
-	  "proxy_deny: \"\" is not a path prefix" },
-	{ "[kubernetes]\nca_file = /nonexistent/ca.pem\n", false, 7, true,
-	  "[kubernetes] ca_file: cannot read \"/nonexistent/ca.pem\": "
-	  "No such file or directory" },
-	{ "[kubernetes]\ntoken_file = /nonexistent/tok\n", false, 7, true,
-	  "[kubernetes] token_file: cannot read \"/nonexistent/tok\": "
-	  "No such file or directory" },
-	/* TLS pair */
-	{ "client_cert = /dev/null\n", false, 6, true,
-	  "[control_plane] client_cert and client_key must be set together" },
-	{ "[runner]\nclient_key = /dev/null\n", false, 7, true,
-	  "[runner] client_cert and client_key must be set together" },
-	/* tokens */
-	{ "token_file = /nonexistent/token\n", false, 6, true,
-	  "[control_plane] token and token_file are both set; use one" },
-	/* quoting and comments */
-	{ "ping_interval = \"30s\"\n", true, 0, false, NULL },
-	{ "ping_interval = 30s ; comment\n", true, 0, false, NULL },
-	{ "ping_interval = \"30s\" ; comment\n", true, 0, false, NULL },
-	{ "ping_interval = \"30s\n", false, 6, true,
-	  "[control_plane] ping_interval: missing closing quote" },
-	{ "ping_interval = \"30s\"x\n", false, 6, true,
-	  "[control_plane] ping_interval: text after the closing quote" },
-	{ "ping_interval = \"30s\";x\n", false, 6, true,
-	  "text after the closing quote" },
-	{ "ping_interval = ; nothing\n", false, 6, true,
-	  "ping_interval: \"\" is not a duration" },
-	/* warnings: unknown, duplicate, outside a section */
-	{ "colour = blue\n", true, 6, false,
-	  "[control_plane] \"colour\": unknown key (ignored)" },
-	{ "[extra]\nfoo = 1\n", true, 6, false,
-	  "[\"extra\"]: unknown section (its keys are ignored)" },
-	{ "ping_interval = 10s\nping_interval = 30s\n", true, 7, false,
-	  "[control_plane] ping_interval: set again (first on line 6); the "
-	  "last value wins" },
-	{ "ping_interval = abc\nping_interval = 30s\n", false, 6, true,
-	  "is not a duration" },
-	{ "[AGENT]\nWorkers = 8\n", true, 0, false, NULL },
-	/* syntax */
-	{ "just words\n", false, 6, true,
-	  "syntax error: expected key = value, [section] or a ; comment" },
-	{ "[agent\n", false, 6, true, "section header without ']'" },
-	{ "= value\n", false, 6, true, "syntax error: no key name before '='" },
-	{ "  ping_interval = 30s\n", true, 0, false, NULL }, /* no multiline */
-	{ "\n\n\n; c\n# c\n\nbad line\n", false, 12, true, "syntax error" },
+    /* durations */
+    {"ping_interval = abc\n", false, 6, true,
+     "[control_plane] ping_interval: \"abc\" is not a duration "
+     "(e.g. 20s, 500ms, 1m)"},
+    {"ping_interval = 500ms\n", false, 6, true,
+     "[control_plane] ping_interval: \"500ms\" is out of range "
+     "(1s..1h)"},
+    {"ping_interval = 1s\n", true, 0, false, NULL},
+    {"ping_timeout = 0\n", false, 6, true, "ping_timeout: \"0\" is out"},
+    {"connect_timeout = 50ms\n", false, 6, true,
+     "connect_timeout: \"50ms\" is out of range (100ms..10m)"},
+    {"status_interval = 0\n", true, 0, false, NULL},
+    {"status_interval = 500ms\n", false, 6, true,
+     "status_interval: \"500ms\" is out of range (0 or 1s..24h)"},
+    {"heartbeat_interval =\n", false, 6, true,
+     "heartbeat_interval: \"\" is not a duration"},
+    {"reconnect_initial = 2m\nreconnect_max = 1m\n", false, 7, true,
+     "[control_plane] reconnect_initial (2m) is greater than "
+     "reconnect_max (1m)"},
+    {"reconnect_initial = 2m\n", false, 6, true,
+     "reconnect_initial (2m) is greater than reconnect_max (1m)"},
+    {"[runner]\nreconnect_max = 500ms\n", false, 7, true,
+     "[runner] reconnect_max: \"500ms\" is out of range (1s..24h)"},
+    {"[agent]\nshutdown_timeout = 0\n", true, 0, false, NULL},
+    {"[agent]\nshutdown_timeout = 2h\n", false, 7, true,
+     "[agent] shutdown_timeout: \"2h\" is out of range (0s..1h)"},
+    {"[kubernetes]\nrequest_timeout = 1x\n", false, 7, true,
+     "[kubernetes] request_timeout: \"1x\" is not a duration"},
+    {"[kubernetes]\nconnect_timeout = 11m\n", false, 7, true,
+     "[kubernetes] connect_timeout: \"11m\" is out of range"},
+    /* sizes and counts */
+    {"max_message_bytes = 512\n", false, 6, true,
+     "max_message_bytes: \"512\" is out of range (1K..1G)"},
+    {"max_message_bytes = 2G\n", false, 6, true,
+     "max_message_bytes: \"2G\" is out of range (1K..1G)"},
+    {"max_message_bytes = lots\n", false, 6, true,
+     "max_message_bytes: \"lots\" is not a size (e.g. 16M, 512K, "
+     "1048576)"},
+    {"[runner]\nmax_message_bytes = 128M\n", false, 7, true,
+     "[runner] outbox_max_bytes (64M) is smaller than "
+     "max_message_bytes (128M)"},
+    {"[runner]\noutbox_max_messages = 0\n", false, 7, true,
+     "[runner] outbox_max_messages: \"0\" is out of range (1..1000000)"},
+    {"[runner]\ndedup_window = 1e3\n", false, 7, true,
+     "[runner] dedup_window: \"1e3\" is not a whole number"},
+    {"[runner]\nmax_streams = -1\n", false, 7, true,
+     "max_streams: \"-1\" is not a whole number"},
+    {"[agent]\nworkers = 0\n", false, 7, true,
+     "[agent] workers: \"0\" is out of range (1..64)"},
+    {"[agent]\nworkers = 65\n", false, 7, true,
+     "[agent] workers: \"65\" is out of range (1..64)"},
+    {"[agent]\nworkers = 99999999999999999999999\n", false, 7, true,
+     "workers: \"99999999999999999999999\" is not a whole number"},
+    /* booleans */
+    {"insecure_skip_verify = maybe\n", false, 6, true,
+     "[control_plane] insecure_skip_verify: \"maybe\" is not a boolean "
+     "(true/false, yes/no, on/off, 1/0)"},
+    /* endpoint */
+    {"endpoint = ftp://cp\n", false, 6, true,
+     "[control_plane] endpoint: \"ftp://cp\" is not a URL with scheme "
+     "http, https, ws or wss and a host"},
+    {"endpoint = https://\n", false, 6, true,
+     "endpoint: \"https://\" is not a URL"},
+    {"endpoint = cp.example.com\n", false, 6, true,
+     "endpoint: \"cp.example.com\" is not a URL"},
+    {"endpoint = wss://:443/x\n", false, 6, true, "is not a URL"},
+    {"endpoint = wss://user@/x\n", false, 6, true, "is not a URL"},
+    {"endpoint = wss://[]:443\n", false, 6, true, "is not a URL"},
+    {"endpoint = wss://cp x\n", false, 6, true, "is not a URL"},
+    {"endpoint = WS://[fd00::1]:80/a?b\n", true, 6, false,
+     "[control_plane] endpoint: set again (first on line 4)"},
+    {"endpoint = http://cp\n", true, 6, false, "set again"},
+    {"endpoint =\n", false, 6, true,
+     "[control_plane] endpoint: must not be empty"},
+    /* proxy, api_server, listen */
+    {"proxy = socks5://p:1080\n", false, 6, true,
+     "[control_plane] proxy: value is not a URL with scheme http or "
+     "https"},
+    {"[kubernetes]\napi_server = k8s:6443\n", false, 7, true,
+     "[kubernetes] api_server: \"k8s:6443\" is not a URL with scheme "
+     "http or https and a host"},
+    {"[health]\nlisten = 9464\n", false, 7, true,
+     "[health] listen: \"9464\" is not host:port"},
+    {"[health]\nlisten = :9464\n", false, 7, true, "is not host:port"},
+    {"[health]\nlisten = h:0\n", false, 7, true, "is not host:port"},
+    {"[health]\nlisten = h:65536\n", false, 7, true, "is not host:port"},
+    {"[health]\nlisten = ::1:80\n", false, 7, true, "is not host:port"},
+    {"[health]\nlisten = 0.0.0.0:80\n", true, 0, false, NULL},
+    /* agent strings */
+    {"[agent]\nlog_level = verbose\n", false, 7, true,
+     "[agent] log_level: \"verbose\" is not error, warn, info or debug"},
+    {"[agent]\nlog_target = journal\n", false, 7, true,
+     "[agent] log_target: \"journal\" is not syslog, stderr or "
+     "file:/path"},
+    {"[agent]\nlog_target = file:\n", false, 7, true,
+     "is not syslog, stderr or file:/path"},
+    {"[agent]\nlog_target = file:rel.log\n", false, 7, true,
+     "is not syslog, stderr or file:/path"},
+    {"[agent]\nstate_dir = var/lib\n", false, 7, true,
+     "[agent] state_dir: \"var/lib\" is not an absolute path"},
+    {"[agent]\npid_file = \"\"\n", false, 7, true,
+     "[agent] pid_file: must not be empty"},
+    {"[agent]\nid = has space\n", false, 7, true,
+     "[agent] id: \"has space\" is not an id"},
+    {"[agent]\nlabels = team\n", false, 7, true,
+     "[agent] labels: \"team\" is not key=value"},
+    {"[agent]\nlabels = a=b,\n", false, 7, true,
+     "[agent] labels: \"\" is not key=value"},
+    {"[agent]\nlabels = =b\n", false, 7, true,
+     "[agent] labels: \"\" is not a valid label key"},
+    {"[agent]\nlabels = a b=c\n", false, 7, true,
+     "\"a b\" is not a valid label key"},
+    {"[agent]\nlabels = a=1, a=2\n", false, 7, true,
+     "[agent] labels: label \"a\" given twice"},
+    {"[agent]\nlabels = \"\"\n", true, 0, false, NULL},
+    {"[agent]\ncluster_name =\n", false, 7, true,
+     "[agent] cluster_name is required"},
+    /* kubernetes strings */
+    {"[kubernetes]\nnamespace = Bad_NS\n", false, 7, true,
+     "[kubernetes] namespace: \"Bad_NS\" is not a namespace name"},
+    {"[kubernetes]\nnamespace =\n", false, 7, true,
+     "[kubernetes] namespace: must not be empty"},
+    {"[kubernetes]\nproxy_deny = api/v1\n", false, 7, true,
+     "[kubernetes] proxy_deny: \"api/v1\" is not a path prefix"},
+    {"[kubernetes]\nproxy_deny = /a,,/b\n", false, 7, true,
+     "proxy_deny: \"\" is not a path prefix"},
+    {"[kubernetes]\nca_file = /nonexistent/ca.pem\n", false, 7, true,
+     "[kubernetes] ca_file: cannot read \"/nonexistent/ca.pem\": "
+     "No such file or directory"},
+    {"[kubernetes]\ntoken_file = /nonexistent/tok\n", false, 7, true,
+     "[kubernetes] token_file: cannot read \"/nonexistent/tok\": "
+     "No such file or directory"},
+    /* TLS pair */
+    {"client_cert = /dev/null\n", false, 6, true,
+     "[control_plane] client_cert and client_key must be set together"},
+    {"[runner]\nclient_key = /dev/null\n", false, 7, true,
+     "[runner] client_cert and client_key must be set together"},
+    /* tokens */
+    {"token_file = /nonexistent/token\n", false, 6, true,
+     "[control_plane] token and token_file are both set; use one"},
+    /* quoting and comments */
+    {"ping_interval = \"30s\"\n", true, 0, false, NULL},
+    {"ping_interval = 30s ; comment\n", true, 0, false, NULL},
+    {"ping_interval = \"30s\" ; comment\n", true, 0, false, NULL},
+    {"ping_interval = \"30s\n", false, 6, true,
+     "[control_plane] ping_interval: missing closing quote"},
+    {"ping_interval = \"30s\"x\n", false, 6, true,
+     "[control_plane] ping_interval: text after the closing quote"},
+    {"ping_interval = \"30s\";x\n", false, 6, true,
+     "text after the closing quote"},
+    {"ping_interval = ; nothing\n", false, 6, true,
+     "ping_interval: \"\" is not a duration"},
+    /* warnings: unknown, duplicate, outside a section */
+    {"colour = blue\n", true, 6, false,
+     "[control_plane] \"colour\": unknown key (ignored)"},
+    {"[extra]\nfoo = 1\n", true, 6, false,
+     "[\"extra\"]: unknown section (its keys are ignored)"},
+    {"ping_interval = 10s\nping_interval = 30s\n", true, 7, false,
+     "[control_plane] ping_interval: set again (first on line 6); the "
+     "last value wins"},
+    {"ping_interval = abc\nping_interval = 30s\n", false, 6, true,
+     "is not a duration"},
+    {"[AGENT]\nWorkers = 8\n", true, 0, false, NULL},
+    /* syntax */
+    {"just words\n", false, 6, true,
+     "syntax error: expected key = value, [section] or a ; comment"},
+    {"[agent\n", false, 6, true, "section header without ']'"},
+    {"= value\n", false, 6, true, "syntax error: no key name before '='"},
+    {"  ping_interval = 30s\n", true, 0, false, NULL}, /* no multiline */
+    {"\n\n\n; c\n# c\n\nbad line\n", false, 12, true, "syntax error"},
 };
 
 static void test_snippets(void)
@@ -592,17 +593,17 @@ static void test_snippets(void)
 static void test_quoted_strings(void)
 {
 	struct config_diags d;
-	struct config *c = config_load_string(
-		"[agent]\n"
-		"cluster_name = \"prod ; eu\"\n"
-		"name = \"\"\n"
-		"labels = \"a=b, c=d\"\n"
-		"[control_plane]\n"
-		"endpoint = \"wss://cp\"   ; comment\n"
-		"token = \"x;y ; z\"\n"
-		"[runner]\n"
-		"ping_interval = 1m;not a comment\n",
-		"q", &d);
+	struct config *c =
+	    config_load_string("[agent]\n"
+			       "cluster_name = \"prod ; eu\"\n"
+			       "name = \"\"\n"
+			       "labels = \"a=b, c=d\"\n"
+			       "[control_plane]\n"
+			       "endpoint = \"wss://cp\"   ; comment\n"
+			       "token = \"x;y ; z\"\n"
+			       "[runner]\n"
+			       "ping_interval = 1m;not a comment\n",
+			       "q", &d);
 
 	/* "1m;not a comment": no white space before ';', so no comment. */
 	CHECK(c == NULL);
@@ -648,22 +649,21 @@ static void test_all_errors_reported(void)
 		bool is_error;
 		const char *frag;
 	} want[] = {
-		{ 1, true, "[agent] cluster_name is required" },
-		{ 2, true, "workers: \"many\" is not a whole number" },
-		{ 3, true, "syntax error" },
-		{ 4, false, "unknown section" },
-		{ 5, true, "[control_plane] endpoint is required" },
-		{ 5, true, "token_file or token is required" },
-		{ 6, true, "ping_interval: \"x\" is not a duration" },
-		{ 7, true, "syntax error" },
-		{ 8, false, "\"size\": unknown key" },
+	    {1, true, "[agent] cluster_name is required"},
+	    {2, true, "workers: \"many\" is not a whole number"},
+	    {3, true, "syntax error"},
+	    {4, false, "unknown section"},
+	    {5, true, "[control_plane] endpoint is required"},
+	    {5, true, "token_file or token is required"},
+	    {6, true, "ping_interval: \"x\" is not a duration"},
+	    {7, true, "syntax error"},
+	    {8, false, "\"size\": unknown key"},
 	};
 
 	CHECK(c == NULL);
 	CHECK_INT(d.n, sizeof(want) / sizeof(want[0]));
 	CHECK_INT(d.n_errors, 7);
-	for (size_t i = 0; i < d.n && i < sizeof(want) / sizeof(want[0]);
-	     i++) {
+	for (size_t i = 0; i < d.n && i < sizeof(want) / sizeof(want[0]); i++) {
 		CHECK_INT(d.items[i].line, want[i].line);
 		CHECK_INT(d.items[i].is_error, want[i].is_error);
 		CHECK(strstr(d.items[i].text, want[i].frag) != NULL);
@@ -745,9 +745,9 @@ static void test_bom_crlf(void)
 {
 	struct config_diags d;
 	struct config *c = config_load_string(
-		"\xEF\xBB\xBF[agent]\r\ncluster_name = c\r\nworkers = 2\r\n"
-		"[control_plane]\r\nendpoint = ws://h\r\ntoken = t\r\n",
-		"bom", &d);
+	    "\xEF\xBB\xBF[agent]\r\ncluster_name = c\r\nworkers = 2\r\n"
+	    "[control_plane]\r\nendpoint = ws://h\r\ntoken = t\r\n",
+	    "bom", &d);
 
 	CHECK(c != NULL);
 	CHECK_INT(d.n, 0);
@@ -1006,8 +1006,9 @@ static void test_load_file(void)
 	CHECK_INT(d.n_errors, 1);
 	if (d.n) {
 		CHECK_INT(d.items[0].line, 0);
-		CHECK_STR(d.items[0].text, "cannot open /nonexistent/agent.ini: "
-					   "No such file or directory");
+		CHECK_STR(d.items[0].text,
+			  "cannot open /nonexistent/agent.ini: "
+			  "No such file or directory");
 	}
 	config_diags_free(&d);
 
@@ -1117,9 +1118,9 @@ static void test_ref_unref(void)
 
 static void test_diag_format(void)
 {
-	struct config_diag e = { 12, true, "[control_plane] x: bad" };
-	struct config_diag w = { 3, false, "[agent] y: unknown key" };
-	struct config_diag z = { 0, true, "[agent] cluster_name is required" };
+	struct config_diag e = {12, true, "[control_plane] x: bad"};
+	struct config_diag w = {3, false, "[agent] y: unknown key"};
+	struct config_diag z = {0, true, "[agent] cluster_name is required"};
 	char buf[128];
 
 	CHECK_STR(config_diag_format(&e, buf, sizeof(buf)),
@@ -1135,13 +1136,13 @@ static void test_same_link(void)
 {
 	struct config *a = config_load_string(BASE, "a", NULL);
 	struct config *b = config_load_string(
-		BASE "ping_interval = 5s\nconnect_timeout = 1s\n", "b", NULL);
-	struct config *c = config_load_string(BASE "insecure_skip_verify = 1\n",
-					      "c", NULL);
+	    BASE "ping_interval = 5s\nconnect_timeout = 1s\n", "b", NULL);
+	struct config *c =
+	    config_load_string(BASE "insecure_skip_verify = 1\n", "c", NULL);
 	struct config *e = config_load_string(
-		"[agent]\ncluster_name = x\n[control_plane]\n"
-		"endpoint = wss://cp.example.com/agent\ntoken = other\n",
-		"e", NULL);
+	    "[agent]\ncluster_name = x\n[control_plane]\n"
+	    "endpoint = wss://cp.example.com/agent\ntoken = other\n",
+	    "e", NULL);
 
 	CHECK(a && b && c && e);
 	if (a && b && c && e) {
@@ -1153,8 +1154,8 @@ static void test_same_link(void)
 						 &c->control_plane));
 		CHECK(!config_endpoint_same_link(&a->control_plane,
 						 &e->control_plane));
-		CHECK(!config_endpoint_same_link(&a->control_plane,
-						 &a->runner));
+		CHECK(
+		    !config_endpoint_same_link(&a->control_plane, &a->runner));
 		CHECK(config_endpoint_same_link(&a->runner, &e->runner));
 	}
 	config_unref(a);
@@ -1177,28 +1178,28 @@ static void test_teardown(void)
 }
 
 static const struct check_case check_cases[] = {
-	CHECK_CASE(test_setup),
-	CHECK_CASE(test_parse_duration),
-	CHECK_CASE(test_parse_size),
-	CHECK_CASE(test_parse_bool),
-	CHECK_CASE(test_defaults),
-	CHECK_CASE(test_all_keys),
-	CHECK_CASE(test_snippets),
-	CHECK_CASE(test_quoted_strings),
-	CHECK_CASE(test_all_errors_reported),
-	CHECK_CASE(test_key_outside_section),
-	CHECK_CASE(test_long_line),
-	CHECK_CASE(test_bom_crlf),
-	CHECK_CASE(test_ping_timeout_default),
-	CHECK_CASE(test_token_file),
-	CHECK_CASE(test_in_cluster),
-	CHECK_CASE(test_load_file),
-	CHECK_CASE(test_load_file_nul),
-	CHECK_CASE(test_sample_file),
-	CHECK_CASE(test_ref_unref),
-	CHECK_CASE(test_diag_format),
-	CHECK_CASE(test_same_link),
-	CHECK_CASE(test_teardown),
+    CHECK_CASE(test_setup),
+    CHECK_CASE(test_parse_duration),
+    CHECK_CASE(test_parse_size),
+    CHECK_CASE(test_parse_bool),
+    CHECK_CASE(test_defaults),
+    CHECK_CASE(test_all_keys),
+    CHECK_CASE(test_snippets),
+    CHECK_CASE(test_quoted_strings),
+    CHECK_CASE(test_all_errors_reported),
+    CHECK_CASE(test_key_outside_section),
+    CHECK_CASE(test_long_line),
+    CHECK_CASE(test_bom_crlf),
+    CHECK_CASE(test_ping_timeout_default),
+    CHECK_CASE(test_token_file),
+    CHECK_CASE(test_in_cluster),
+    CHECK_CASE(test_load_file),
+    CHECK_CASE(test_load_file_nul),
+    CHECK_CASE(test_sample_file),
+    CHECK_CASE(test_ref_unref),
+    CHECK_CASE(test_diag_format),
+    CHECK_CASE(test_same_link),
+    CHECK_CASE(test_teardown),
 };
 
 CHECK_MAIN()
