@@ -257,6 +257,16 @@ static const char *shown(const char *v, char *buf, size_t len)
 	return buf;
 }
 
+/* Like shown(), without the quotes: for key and section names. */
+static const char *bare(const char *v, char *buf, size_t len)
+{
+	size_t n = strlen(shown(v, buf, len));
+
+	memmove(buf, buf + 1, n - 2);
+	buf[n - 2] = '\0';
+	return buf;
+}
+
 /* "1h", "90s", "500ms": the largest unit that divides @ms. */
 static const char *fmt_duration(int64_t ms, char *buf, size_t len)
 {
@@ -911,7 +921,7 @@ static int on_key(void *user, const char *section, const char *name,
 	if (!*section) {
 		diag_add(ctx, line, false,
 			 "%s: key outside any section (ignored)",
-			 shown(name, buf, sizeof(buf)));
+			 bare(name, buf, sizeof(buf)));
 		return 1;
 	}
 	if (sec < 0)
@@ -919,7 +929,7 @@ static int on_key(void *user, const char *section, const char *name,
 	idx = key_find(sec, name);
 	if (idx < 0) {
 		diag_add(ctx, line, false, "[%s] %s: unknown key (ignored)",
-			 section_names[sec], shown(name, buf, sizeof(buf)));
+			 section_names[sec], bare(name, buf, sizeof(buf)));
 		return 1;
 	}
 	def = &keys[idx];
@@ -967,7 +977,7 @@ static bool check_line(struct parse_ctx *ctx, const char *line)
 			diag_add(ctx, ctx->lineno, false,
 				 "[%s]: unknown section (its keys are "
 				 "ignored)",
-				 shown(name, buf, sizeof(buf)));
+				 bare(name, buf, sizeof(buf)));
 			free(name);
 		} else if (!ctx->section_line[sec]) {
 			ctx->section_line[sec] = ctx->lineno;
@@ -1101,8 +1111,9 @@ static void check_control_plane(struct parse_ctx *ctx)
 	struct config_endpoint *cp = &ctx->cfg->control_plane;
 	int line = line_of(ctx, SEC_CP, "token_file");
 
-	if (!cp->endpoint)
-		diag_add(ctx, blame_line(ctx, SEC_CP, "endpoint"), true,
+	/* A bad endpoint line has its own error already. */
+	if (!cp->endpoint && !line_of(ctx, SEC_CP, "endpoint"))
+		diag_add(ctx, ctx->section_line[SEC_CP], true,
 			 "[control_plane] endpoint is required");
 	if (cp->token && cp->token_file) {
 		diag_add(ctx, max_int(line, line_of(ctx, SEC_CP, "token")),
