@@ -34,7 +34,10 @@ _hb_state = {}
 
 def out(line=""):
     with _print_lock:
-        print(line, flush=True)
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:     # `make demo | head`: keep cleaning up
+            pass
 
 
 def clock(t=None):
@@ -132,14 +135,17 @@ def transcript(peer, event, payload):
         mtype = payload.get("type") if isinstance(payload, dict) else "(raw)"
         out("%s  %s %-16s %s" % (clock(), arrow, mtype, describe(payload)))
     elif event == "connect":
-        out("%s  %-7s: agent connected   path=%s user-agent=%s" % (
-            clock(), name, payload.path, payload.header("User-Agent")))
+        event_line(name, "connected", "path=%s user-agent=%s" % (
+            payload.path, payload.header("User-Agent")))
     elif event == "disconnect":
-        out("%s  %-7s: agent disconnected code=%s" % (
-            clock(), name, payload.close_code))
+        event_line(name, "disconnected", "code=%s" % payload.close_code)
     elif event == "reject":
-        out("%s  %-7s: refused upgrade  status=%s path=%s" % (
-            clock(), name, payload["status"], payload["path"]))
+        event_line(name, "refused", "status=%s path=%s" % (
+            payload["status"], payload["path"]))
+
+
+def event_line(who, what, detail=""):
+    out("%s  %-16s %-16s %s" % (clock(), "[%s]" % who, what, detail))
 
 
 class StepFailed(Exception):
@@ -163,6 +169,21 @@ class Demo:
 
     def left(self, want):
         return max(1.0, min(want, DEADLINE - (time.monotonic() - self.t0)))
+
+    def wait_for(self, peer, predicate, want, after=0):
+        """peer.wait_for in short slices, failing at once when the agent
+        exits."""
+        deadline = time.monotonic() + self.left(want)
+        while True:
+            if not self.agent.alive:
+                raise StepFailed("the agent exited with code %s"
+                                 % self.agent.proc.poll())
+            slice_ = min(0.5, deadline - time.monotonic())
+            try:
+                return peer.wait_for(predicate, max(slice_, 0.01), after)
+            except ws_sim.SimTimeout:
+                if time.monotonic() >= deadline:
+                    raise
 
     def expect(self, cond, text):
         if not cond:
@@ -211,24 +232,28 @@ class Demo:
         out("Kubernetes     https://localhost:%d" % self.k8s.port)
         out("agent config   %s" % self.agent.config_path)
         out("agent log      %s" % self.agent.log_path)
+        out("agent config (tokens are in 0600 files):")
+        for line in agentproc.render_ini(cfg).splitlines():
+            if line and not line.startswith(";"):
+                out("    " + line)
         self.agent.start()
 
         self.step("register with the Control Plane")
-        reg = self.cp.wait_for("register", self.left(15))
+        reg = self.wait_for(self.cp, "register", 15)
         d = data_of(reg) or {}
         self.expect(d.get("cluster_name") == CLUSTER,
                     "register has cluster_name=%r" % d.get("cluster_name"))
-        self.cp.wait_for(heartbeat_with(cp=True), self.left(8))
+        self.wait_for(self.cp, heartbeat_with(cp=True), 8)
 
         self.step("runner assignment")
         mark = self.cp.mark()
         msg = self.cp.assign_runner(self.runner.url, runner_token,
                                     "runner-demo", id="assign-1")
-        self.ok_reply(self.cp.wait_for(reply_to(msg["id"]), self.left(10),
-                                       after=mark), "runner_assigned")
+        self.ok_reply(self.wait_for(self.cp, reply_to(msg["id"]), 10,
+                                    after=mark), "runner_assigned")
         self.runner.wait_connected(self.left(15))
-        self.cp.wait_for(heartbeat_with(cp=True, runner=True),
-                         self.left(10), after=mark)
+        self.wait_for(self.cp, heartbeat_with(cp=True, runner=True), 10,
+                      after=mark)
 
         self.step("deploy web (nginx, 2 replicas, port 80) from the Runner")
         reply = self.runner.call("deploy", {
@@ -242,8 +267,8 @@ class Demo:
                     "Kubernetes simulator")
         self.expect(self.k8s.get("services", "default", "web") is not None,
                     "no Service default/web in the Kubernetes simulator")
-        out("%s  kubernetes: deployment default/web replicas=%s uid=%s" % (
-            clock(), dep["spec"].get("replicas"), dep["metadata"].get("uid")))
+        event_line("Kubernetes", "deployment", "default/web replicas=%s uid=%s"
+                   % (dep["spec"].get("replicas"), dep["metadata"].get("uid")))
 
         self.step("scale web to 3")
         reply = self.runner.call("scale", {"name": "web", "replicas": 3},
@@ -253,8 +278,8 @@ class Demo:
         self.expect(dep["spec"].get("replicas") == 3,
                     "deployment has replicas=%s, want 3"
                     % dep["spec"].get("replicas"))
-        out("%s  kubernetes: deployment default/web replicas=%s" % (
-            clock(), dep["spec"]["replicas"]))
+        event_line("Kubernetes", "deployment", "default/web replicas=%s"
+                   % dep["spec"]["replicas"])
 
         self.step("query the cluster")
         reply = self.runner.call("get_resources", {}, self.left(20),
@@ -267,6 +292,11 @@ class Demo:
         self.step("stop the agent (SIGTERM)")
         rc = self.agent.stop(timeout=self.left(10))
         self.expect(rc == 0, "agent exit code %s after SIGTERM" % rc)
+        for peer in (self.runner, self.cp):
+            try:
+                peer.wait_disconnected(2)
+            except AssertionError:
+                pass
         log = self.agent.log()
         for tok in (cp_token, runner_token, k8s_token):
             self.expect(tok not in log, "a token appears in the agent log")

@@ -57,6 +57,10 @@ def with_log(f):
         except AssertionError as e:
             agent = type(self).agent
             tail = agent.log_tail(60) if agent else "(no agent)"
+            if agent and agent.proc and not agent.alive and \
+                    f.__name__ < "test_09":
+                e = "%s\n(the agent had exited with code %s)" % (
+                    e, agent.proc.poll())
             raise AssertionError("%s\n--- agent log tail (%s) ---\n%s" % (
                 e, agent.log_path if agent else "-", tail)) from None
     return wrapper
