@@ -48,11 +48,14 @@ void tls_error_text(int ret, char *buf, size_t len)
 struct tls_ctx *tls_ctx_new(const struct tls_options *o, char *err,
 			    size_t errlen)
 {
+	static const struct tls_options defaults = { 0 };
 	struct tls_ctx *t;
 	const char *ca_file;
 	char etext[200];
 	int ret;
 
+	if (!o)
+		o = &defaults;
 	if (!rand_drbg()) {
 		strfmt(err, errlen, "tls: rand_init() was not called");
 		return NULL;

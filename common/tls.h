@@ -38,7 +38,8 @@ struct tls_options {
 struct tls_ctx; /* opaque */
 
 /*
- * Build a configuration. The files are read now (borrowed strings).
+ * Build a configuration. The files are read now (borrowed strings); @o may
+ * be NULL (system bundle, verification on, no client certificate).
  * Returns a new context, or NULL with one line in @err.
  */
 struct tls_ctx *tls_ctx_new(const struct tls_options *o, char *err,

@@ -79,6 +79,7 @@ struct ws_conn {
 	struct ws_msg *inbox;      /* guarded by io_lock: complete texts */
 	size_t inbox_n, inbox_cap; /* guarded by io_lock */
 	int io_err;                /* guarded by io_lock: last transport error */
+	size_t rx_budget;          /* guarded by io_lock: see WS_READ_BUDGET */
 	int final_err;             /* guarded by io_lock: sticky end state */
 	bool in_close_frame;       /* guarded by io_lock */
 	bool close_seen;           /* guarded by io_lock: peer sent a close */
@@ -317,6 +318,14 @@ static bool tls_pending(struct ws_transport *tr)
 	return t->out_len > t->out_off;
 }
 
+static bool tls_buffered(struct ws_transport *tr)
+{
+	struct ws_tls *t = (struct ws_tls *)tr;
+
+	return mbedtls_ssl_get_bytes_avail(&t->ssl) > 0 ||
+	       mbedtls_ssl_check_pending(&t->ssl);
+}
+
 static void tls_free(struct ws_transport *tr)
 {
 	struct ws_tls *t = (struct ws_tls *)tr;
@@ -332,6 +341,7 @@ static const struct ws_transport_ops tls_ops = {
 	.send = tls_send,
 	.flush = tls_flush,
 	.pending = tls_pending,
+	.buffered = tls_buffered,
 	.free = tls_free,
 };
 
@@ -1157,9 +1167,18 @@ static ssize_t cb_recv(wslay_event_context_ptr ev, uint8_t *buf, size_t len,
 		c->pre_off += (size_t)n;
 		return n;
 	}
+	if (c->rx_budget == 0 &&
+	    !(c->tr->ops->buffered && c->tr->ops->buffered(c->tr))) {
+		/* Enough for one turn; the socket still polls readable. */
+		wslay_event_set_error(ev, WSLAY_ERR_WOULDBLOCK);
+		return -1;
+	}
 	n = c->tr->ops->recv(c->tr, buf, len);
-	if (n > 0)
+	if (n > 0) {
+		c->rx_budget -= (size_t)n < c->rx_budget ? (size_t)n :
+							    c->rx_budget;
 		return n;
+	}
 	if (n == -EAGAIN) {
 		wslay_event_set_error(ev, WSLAY_ERR_WOULDBLOCK);
 		return -1;
@@ -1380,6 +1399,7 @@ int ws_conn_on_readable(struct ws_conn *c, ws_message_cb cb, void *ud)
 	if (c->final_err) {
 		ret = c->final_err;
 	} else {
+		c->rx_budget = WS_READ_BUDGET;
 		rv = wslay_event_recv(c->ev);
 		if (rv == WSLAY_ERR_CALLBACK_FAILURE)
 			ret = c->io_err ? c->io_err : -ECONNRESET;

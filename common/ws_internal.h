@@ -18,6 +18,9 @@
 #define WS_ACCEPT_LEN 28 /* base64 of a SHA-1 */
 #define WS_MAX_RESPONSE_HEADER (16 * 1024)
 #define WS_DEFAULT_MAX_MESSAGE (16u * 1024 * 1024)
+/* Bytes one ws_conn_on_readable() reads before it lets the writer have the
+ * lock again (it goes on while the transport holds buffered input). */
+#define WS_READ_BUDGET (1024 * 1024)
 
 struct ws_transport;
 
@@ -37,6 +40,9 @@ struct ws_transport_ops {
 	int (*flush)(struct ws_transport *t);
 	/* True while buffered output remains. */
 	bool (*pending)(struct ws_transport *t);
+	/* True when input is buffered inside the transport (poll() on the
+	 * socket would not see it). NULL: never. */
+	bool (*buffered)(struct ws_transport *t);
 	/* Free the transport (not the socket, which the connection owns). */
 	void (*free)(struct ws_transport *t);
 };

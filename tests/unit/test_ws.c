@@ -37,8 +37,12 @@ static ssize_t mem_recv(struct ws_transport *t, void *buf, size_t len)
 	struct mem_tr *m = (struct mem_tr *)t;
 	size_t n = m->in_len - m->in_off;
 
-	if (n == 0)
-		return m->eof ? 0 : (t->want = POLLIN, -EAGAIN);
+	if (n == 0 && m->eof)
+		return 0;
+	if (n == 0) {
+		t->want = POLLIN;
+		return -EAGAIN;
+	}
 	if (m->one_byte) {
 		if (m->gave_byte) {
 			t->want = POLLIN;
@@ -85,7 +89,11 @@ static void mem_free(struct ws_transport *t)
 }
 
 static const struct ws_transport_ops mem_ops = {
-	mem_recv, mem_send, mem_flush, mem_pending, mem_free,
+	.recv = mem_recv,
+	.send = mem_send,
+	.flush = mem_flush,
+	.pending = mem_pending,
+	.free = mem_free,
 };
 
 static void mem_init(struct mem_tr *m, const void *in, size_t len,
@@ -346,6 +354,13 @@ static void on_msg(void *ud, const char *data, size_t len)
 	g->count++;
 }
 
+static void count_msg(void *ud, const char *data, size_t len)
+{
+	(void)data;
+	(void)len;
+	(*(int *)ud)++;
+}
+
 /* Feed @in to a fresh connection; returns the last on_readable() result. */
 static int feed(struct mem_tr *m, struct ws_conn **cp, const void *in,
 		size_t len, bool one_byte, size_t max, struct got *g)
@@ -552,6 +567,30 @@ static void test_ping_pong_rtt(void)
 	ws_conn_free(c);
 }
 
+/* A flood of input is read in turns of WS_READ_BUDGET bytes. */
+static void test_read_budget(void)
+{
+	size_t n = WS_READ_BUDGET / 64 + 100, len = n * 64;
+	uint8_t *in = xmalloc(len);
+	struct mem_tr m;
+	struct ws_conn *c;
+	int count = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		in[i * 64] = 0x81;
+		in[i * 64 + 1] = 62;
+		memset(in + i * 64 + 2, 'a', 62);
+	}
+	mem_init(&m, in, len, false);
+	c = ws_conn_new(&m.base, -1, 0, NULL, 0);
+	CHECK_INT(ws_conn_on_readable(c, count_msg, &count), 0);
+	CHECK(count > 0 && count < (int)n);
+	CHECK_INT(ws_conn_on_readable(c, count_msg, &count), 0);
+	CHECK_INT(count, n);
+	ws_conn_free(c);
+	free(in);
+}
+
 static const struct check_case check_cases[] = {
 	CHECK_CASE(test_accept_rfc_sample),
 	CHECK_CASE(test_key_random),
@@ -563,6 +602,7 @@ static const struct check_case check_cases[] = {
 	CHECK_CASE(test_eof_is_reset),
 	CHECK_CASE(test_send_text_masked),
 	CHECK_CASE(test_ping_pong_rtt),
+	CHECK_CASE(test_read_budget),
 };
 
 CHECK_MAIN()

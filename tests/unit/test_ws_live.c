@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -445,6 +446,120 @@ static void test_large_message(void)
 	free(big);
 }
 
+/*
+ * The agent's shape: a reader thread (poll POLLIN, on_readable, wake the
+ * writer when want_write) and a writer thread (send, flush, poll POLLOUT)
+ * on one TLS connection, with pings from the writer. Echoes must come back
+ * complete and in order.
+ */
+#define DUPLEX_MSGS 2000
+
+struct duplex {
+	struct ws_conn *c;
+	int wake_fd;   /* reader -> writer */
+	int next;      /* reader: next expected sequence number */
+	bool bad;      /* reader: out of order or corrupt */
+	int rret;      /* reader: final on_readable() result */
+	int wret;      /* writer: first error */
+};
+
+static void duplex_msg(void *ud, const char *data, size_t len)
+{
+	struct duplex *d = ud;
+	char want[32];
+
+	strfmt(want, sizeof(want), "msg-%06d-", d->next);
+	if (len < 600 || strncmp(data, want, strlen(want)) != 0 ||
+	    data[len - 1] != '$')
+		d->bad = true;
+	d->next++;
+}
+
+static void *duplex_reader(void *arg)
+{
+	struct duplex *d = arg;
+	int64_t deadline = clock_mono_ms() + 20000;
+	uint64_t one = 1;
+
+	while (d->next < DUPLEX_MSGS && clock_mono_ms() < deadline) {
+		struct pollfd p = { ws_conn_fd(d->c), POLLIN, 0 };
+
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		d->rret = ws_conn_on_readable(d->c, duplex_msg, d);
+		if (d->rret < 0)
+			break;
+		if (ws_conn_want_write(d->c) &&
+		    write(d->wake_fd, &one, sizeof(one)) < 0)
+			break;
+	}
+	return NULL;
+}
+
+static void *duplex_writer(void *arg)
+{
+	struct duplex *d = arg;
+	char msg[700];
+	uint64_t v;
+
+	memset(msg, 'z', sizeof(msg));
+	for (int i = 0; i < DUPLEX_MSGS && d->wret == 0; i++) {
+		size_t n = 600 + (size_t)(i % 97);
+		int64_t deadline = clock_mono_ms() + 5000;
+		int ret;
+
+		memcpy(msg, "msg-", 4);
+		strfmt(msg + 4, 16, "%06d-", i);
+		msg[11] = 'z';
+		msg[n - 1] = '$';
+		d->wret = ws_conn_send_text(d->c, msg, n);
+		msg[n - 1] = 'z';
+		if (i % 100 == 0 && d->wret == 0)
+			d->wret = ws_conn_ping(d->c);
+		for (;;) {
+			struct pollfd p[2] = {
+				{ ws_conn_fd(d->c), POLLOUT, 0 },
+				{ d->wake_fd, POLLIN, 0 },
+			};
+
+			ret = ws_conn_flush(d->c);
+			if (ret != 1 || clock_mono_ms() > deadline)
+				break;
+			poll(p, 2, 100);
+			if (p[1].revents && read(d->wake_fd, &v, 8) < 0)
+				break;
+		}
+		if (ret < 0)
+			d->wret = ret;
+	}
+	return NULL;
+}
+
+static void test_two_threads_tls(void)
+{
+	struct ws_connect_error err;
+	struct duplex d = { 0 };
+	pthread_t rt, wt;
+
+	d.c = open_url("wss", "localhost", "tls", tls_good, &err);
+	if (!d.c) {
+		CHECK(d.c != NULL);
+		return;
+	}
+	d.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	pthread_create(&rt, NULL, duplex_reader, &d);
+	pthread_create(&wt, NULL, duplex_writer, &d);
+	pthread_join(wt, NULL);
+	pthread_join(rt, NULL);
+	CHECK_INT(d.wret, 0);
+	CHECK_INT(d.rret, 0);
+	CHECK_INT(d.next, DUPLEX_MSGS);
+	CHECK(!d.bad);
+	CHECK(ws_conn_rtt_ms(d.c) >= 0);
+	close(d.wake_fd);
+	ws_conn_free(d.c);
+}
+
 static const struct check_case check_cases[] = {
 	CHECK_CASE(test_server_started),
 	CHECK_CASE(test_plain_round_trip),
@@ -464,6 +579,7 @@ static const struct check_case check_cases[] = {
 	CHECK_CASE(test_peer_close_code),
 	CHECK_CASE(test_binary_ignored_and_ping),
 	CHECK_CASE(test_large_message),
+	CHECK_CASE(test_two_threads_tls),
 };
 
 static void setup(void) __attribute__((constructor));
