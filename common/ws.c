@@ -1049,10 +1049,21 @@ static int ws_upgrade(struct ws_transport *t, int fd,
 		if (ret == 0)
 			break;
 	}
-	*pre_len = len - hdr_len;
-	*pre = xmalloc(*pre_len + 1);
-	memcpy(*pre, buf + hdr_len, *pre_len);
-	free(buf);
+	/* Bytes after the headers belong to wslay; so does anything mbedTLS
+	 * decrypted but we did not read yet (poll() would not report it). */
+	len -= hdr_len;
+	memmove(buf, buf + hdr_len, len);
+	while (t->ops->buffered && t->ops->buffered(t)) {
+		ssize_t n;
+
+		buf = xrealloc(buf, len + 4096);
+		n = t->ops->recv(t, buf + len, 4096);
+		if (n <= 0)
+			break; /* the connection's first read reports it */
+		len += (size_t)n;
+	}
+	*pre_len = len;
+	*pre = buf;
 	return 0;
 
 out_io:

@@ -6,6 +6,8 @@ Usage: ws_echo.py [--certs DIR] LISTENER...
     ws        plain echo
     wss       TLS echo with DIR/CERT.pem and DIR/CERT.key (default server)
     status    plain, answers every upgrade with HTTP CERT (e.g. status:401)
+    proxy     HTTP CONNECT proxy to 127.0.0.1 ports only; with proxy:U:P
+              it wants "Proxy-Authorization: Basic base64(U:P)" (else 407)
 Every listener binds 127.0.0.1 on a free port and prints "READY NAME PORT".
 ("localhost" resolves to ::1 as well: clients fall through to 127.0.0.1.)
 Echo behaviour: a text message is sent back unchanged, except
@@ -18,6 +20,7 @@ The server exits when stdin reaches EOF (the test closed the pipe) or after
 """
 import argparse
 import asyncio
+import base64
 import http
 import json
 import os
@@ -68,6 +71,52 @@ def status_responder(code):
     return process_request
 
 
+def connect_proxy(auth):
+    want = None
+    if auth:
+        want = "Basic " + base64.b64encode(auth.encode()).decode()
+
+    async def pipe(reader, writer):
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, _ = lines[0].split(" ", 2)
+        hdrs = {}
+        for line in lines[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                hdrs[k.strip().lower()] = v.strip()
+        if want and hdrs.get("proxy-authorization") != want:
+            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                         b"Content-Length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        host, _, port = target.rpartition(":")
+        if method != "CONNECT" or host not in ("localhost", "127.0.0.1"):
+            writer.write(b"HTTP/1.1 403 Forbidden\r\n\r\n")
+            writer.close()
+            return
+        r2, w2 = await asyncio.open_connection("127.0.0.1", int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await asyncio.gather(pipe(reader, w2), pipe(r2, writer))
+
+    return handle
+
+
 async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--certs", default="")
@@ -88,6 +137,13 @@ async def main():
             kw["ssl"] = ctx
         elif kind == "status":
             kw["process_request"] = status_responder(int(extra))
+        elif kind == "proxy":
+            srv = await asyncio.start_server(connect_proxy(extra),
+                                             "127.0.0.1", 0)
+            servers.append(srv)
+            print("READY %s %d" % (name, srv.sockets[0].getsockname()[1]),
+                  flush=True)
+            continue
         elif kind != "ws":
             sys.exit("unknown listener kind %r" % kind)
         srv = await websockets.serve(echo, "127.0.0.1", 0, **kw)

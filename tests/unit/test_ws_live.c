@@ -39,6 +39,8 @@ static struct listener listeners[] = {
 	{ "s401", "s401=status:401", 0 },
 	{ "s429", "s429=status:429", 0 },
 	{ "s302", "s302=status:302", 0 },
+	{ "proxy", "proxy=proxy", 0 },
+	{ "proxyauth", "proxyauth=proxy:agent:s3cret", 0 },
 };
 
 static pid_t server_pid = -1;
@@ -560,6 +562,65 @@ static void test_two_threads_tls(void)
 	ws_conn_free(d.c);
 }
 
+/* Through an HTTP CONNECT proxy: @proxy_url, to the TLS echo listener. */
+static struct ws_conn *open_via(const char *proxy_url,
+				struct ws_connect_error *err)
+{
+	char url[64];
+	struct ws_options o = {
+		.default_path = "/ws",
+		.tls = tls_good,
+		.proxy = proxy_url,
+		.connect_timeout_ms = 5000,
+	};
+
+	strfmt(url, sizeof(url), "wss://localhost:%d", port_of("tls"));
+	o.url = url;
+	return ws_connect(&o, -1, err);
+}
+
+static void test_proxy_connect(void)
+{
+	struct ws_connect_error err;
+	struct inbox in = { 0 };
+	char px[96];
+	struct ws_conn *c;
+
+	strfmt(px, sizeof(px), "http://127.0.0.1:%d", port_of("proxy"));
+	c = open_via(px, &err);
+	if (!c) {
+		fprintf(stderr, "  proxy: %s\n", err.text);
+		CHECK(c != NULL);
+		return;
+	}
+	CHECK_INT(ws_conn_send_text(c, "via proxy", 9), 0);
+	CHECK_INT(read_until(c, &in, 1), 0);
+	CHECK_STR(in.last, "via proxy");
+	ws_conn_free(c);
+}
+
+static void test_proxy_auth(void)
+{
+	struct ws_connect_error err;
+	char px[96];
+	struct ws_conn *c;
+
+	strfmt(px, sizeof(px), "http://agent:s3cret@127.0.0.1:%d/",
+	       port_of("proxyauth"));
+	c = open_via(px, &err);
+	if (!c)
+		fprintf(stderr, "  proxy auth: %s\n", err.text);
+	CHECK(c != NULL);
+	ws_conn_free(c);
+
+	strfmt(px, sizeof(px), "http://127.0.0.1:%d", port_of("proxyauth"));
+	c = open_via(px, &err);
+	CHECK(c == NULL);
+	CHECK_INT(err.errnum, -ECONNREFUSED);
+	CHECK(strstr(err.text, "HTTP 407") != NULL);
+	ws_conn_free(c);
+}
+
 static const struct check_case check_cases[] = {
 	CHECK_CASE(test_server_started),
 	CHECK_CASE(test_plain_round_trip),
@@ -580,6 +641,8 @@ static const struct check_case check_cases[] = {
 	CHECK_CASE(test_binary_ignored_and_ping),
 	CHECK_CASE(test_large_message),
 	CHECK_CASE(test_two_threads_tls),
+	CHECK_CASE(test_proxy_connect),
+	CHECK_CASE(test_proxy_auth),
 };
 
 static void setup(void) __attribute__((constructor));
