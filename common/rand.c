@@ -55,7 +55,8 @@ static void rand_kernel(unsigned char *p, size_t len)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			fprintf(stderr, "level=error msg=\"getrandom failed\"\n");
+			fprintf(stderr,
+				"level=error msg=\"getrandom failed\"\n");
 			abort();
 		}
 		p += n;
@@ -72,9 +73,9 @@ void rand_bytes(void *buf, size_t len)
 		return;
 	}
 	while (len > 0) {
-		size_t n = len < MBEDTLS_CTR_DRBG_MAX_REQUEST ?
-				   len :
-				   MBEDTLS_CTR_DRBG_MAX_REQUEST;
+		size_t n = len < MBEDTLS_CTR_DRBG_MAX_REQUEST
+			       ? len
+			       : MBEDTLS_CTR_DRBG_MAX_REQUEST;
 
 		if (mbedtls_ctr_drbg_random(&rand_ctr, p, n) != 0) {
 			rand_kernel(p, len);

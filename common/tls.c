@@ -34,7 +34,7 @@ struct tls_ctx {
 	pthread_mutex_t cache_lock;
 	struct tls_session_slot slots[TLS_SESSION_SLOTS]; /* guarded by
 							      cache_lock */
-	unsigned next_slot;                               /* same */
+	unsigned next_slot;				  /* same */
 };
 
 void tls_error_text(int ret, char *buf, size_t len)
@@ -48,7 +48,7 @@ void tls_error_text(int ret, char *buf, size_t len)
 struct tls_ctx *tls_ctx_new(const struct tls_options *o, char *err,
 			    size_t errlen)
 {
-	static const struct tls_options defaults = { 0 };
+	static const struct tls_options defaults = {0};
 	struct tls_ctx *t;
 	const char *ca_file;
 	char etext[200];
@@ -97,9 +97,9 @@ struct tls_ctx *tls_ctx_new(const struct tls_options *o, char *err,
 			 "file=%s skipped=%d", ca_file, ret);
 	if (ret >= 0)
 		mbedtls_ssl_conf_ca_chain(&t->conf, &t->ca, NULL);
-	mbedtls_ssl_conf_authmode(&t->conf, t->insecure ?
-						    MBEDTLS_SSL_VERIFY_NONE :
-						    MBEDTLS_SSL_VERIFY_REQUIRED);
+	mbedtls_ssl_conf_authmode(&t->conf, t->insecure
+						? MBEDTLS_SSL_VERIFY_NONE
+						: MBEDTLS_SSL_VERIFY_REQUIRED);
 
 	if (o->client_cert && *o->client_cert) {
 		if (!o->client_key || !*o->client_key) {
@@ -231,8 +231,7 @@ void tls_verify_text(uint32_t flags, const mbedtls_x509_crt *peer,
 			       host);
 		else
 			strfmt(buf, len,
-			       "certificate for %s signed by unknown CA",
-			       host);
+			       "certificate for %s signed by unknown CA", host);
 	} else if (flags & MBEDTLS_X509_BADCERT_EXPIRED) {
 		strfmt(buf, len, "certificate for %s has expired", host);
 	} else if (flags & MBEDTLS_X509_BADCERT_FUTURE) {
@@ -243,14 +242,13 @@ void tls_verify_text(uint32_t flags, const mbedtls_x509_crt *peer,
 	} else if (flags & MBEDTLS_X509_BADCERT_REVOKED) {
 		strfmt(buf, len, "certificate for %s is revoked", host);
 	} else {
-		if (mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags) <
-		    0)
+		if (mbedtls_x509_crt_verify_info(info, sizeof(info), "",
+						 flags) < 0)
 			strfmt(info, sizeof(info), "flags 0x%x",
 			       (unsigned)flags);
 		nl = strchr(info, '\n');
 		if (nl)
 			*nl = '\0';
-		strfmt(buf, len, "certificate for %s rejected: %s", host,
-		       info);
+		strfmt(buf, len, "certificate for %s rejected: %s", host, info);
 	}
 }

@@ -28,10 +28,10 @@
 #define TLS_SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
 
 struct tls_options {
-	const char *ca_file;      /* PEM bundle; NULL or "": system bundle */
-	const char *client_cert;  /* PEM, for mutual TLS; NULL: none */
-	const char *client_key;   /* PEM key of client_cert */
-	const char *key_password; /* NULL: key is not encrypted */
+	const char *ca_file;	   /* PEM bundle; NULL or "": system bundle */
+	const char *client_cert;   /* PEM, for mutual TLS; NULL: none */
+	const char *client_key;	   /* PEM key of client_cert */
+	const char *key_password;  /* NULL: key is not encrypted */
 	bool insecure_skip_verify; /* no certificate or name checks */
 };
 

@@ -166,9 +166,8 @@ int url_parse_ws(const char *in, const char *default_path, struct ws_url *out,
 		out->query = xstrndup(q, strcspn(q, "#"));
 	}
 	if (path_end == path || (path_end - path == 1 && *path == '/'))
-		out->path = xstrdup(default_path && *default_path ?
-					    default_path :
-					    "/");
+		out->path =
+		    xstrdup(default_path && *default_path ? default_path : "/");
 	else
 		out->path = xstrndup(path, (size_t)(path_end - path));
 	if (out->path[0] != '/') {

@@ -17,13 +17,13 @@
 #include <stdint.h>
 
 struct ws_url {
-	bool tls;        /* wss */
-	char *host;      /* owned; IPv6 without brackets, never empty */
-	uint16_t port;   /* explicit or 80/443 */
+	bool tls;	   /* wss */
+	char *host;	   /* owned; IPv6 without brackets, never empty */
+	uint16_t port;	   /* explicit or 80/443 */
 	bool default_port; /* port is the scheme's default */
-	char *path;      /* owned; starts with '/' */
-	char *query;     /* owned; text after '?', NULL when there is none */
-	char *target;    /* owned; request target: path, or path?query */
+	char *path;	   /* owned; starts with '/' */
+	char *query;	   /* owned; text after '?', NULL when there is none */
+	char *target;	   /* owned; request target: path, or path?query */
 	char *host_header; /* owned; "host", "host:port", "[v6]:port" */
 };
 

@@ -59,8 +59,8 @@
 #include "common/util.h"
 #include "common/ws_internal.h"
 
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#define WS_TLS_OUT_CAP 16384 /* one TLS record of plaintext */
+#define WS_GUID			      "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define WS_TLS_OUT_CAP		      16384 /* one TLS record of plaintext */
 #define WS_DEFAULT_CONNECT_TIMEOUT_MS 10000
 
 struct ws_msg {
@@ -70,25 +70,25 @@ struct ws_msg {
 
 struct ws_conn {
 	pthread_mutex_t io_lock;
-	int fd;                    /* owned; -1 in tests */
-	struct ws_transport *tr;   /* guarded by io_lock */
+	int fd;			    /* owned; -1 in tests */
+	struct ws_transport *tr;    /* guarded by io_lock */
 	wslay_event_context_ptr ev; /* guarded by io_lock */
-	uint8_t *pre;              /* guarded by io_lock: bytes read with the
-				      upgrade response, fed to wslay first */
-	size_t pre_len, pre_off;   /* guarded by io_lock */
-	struct ws_msg *inbox;      /* guarded by io_lock: complete texts */
-	size_t inbox_n, inbox_cap; /* guarded by io_lock */
-	int io_err;                /* guarded by io_lock: last transport error */
-	size_t rx_budget;          /* guarded by io_lock: see WS_READ_BUDGET */
-	int final_err;             /* guarded by io_lock: sticky end state */
-	bool in_close_frame;       /* guarded by io_lock */
-	bool close_seen;           /* guarded by io_lock: peer sent a close */
-	uint8_t close_buf[125];    /* guarded by io_lock */
-	size_t close_len;          /* guarded by io_lock */
-	uint16_t close_code;       /* guarded by io_lock */
-	char close_reason[124];    /* guarded by io_lock */
+	uint8_t *pre;		    /* guarded by io_lock: bytes read with the
+				       upgrade response, fed to wslay first */
+	size_t pre_len, pre_off;    /* guarded by io_lock */
+	struct ws_msg *inbox;	    /* guarded by io_lock: complete texts */
+	size_t inbox_n, inbox_cap;  /* guarded by io_lock */
+	int io_err;		/* guarded by io_lock: last transport error */
+	size_t rx_budget;	/* guarded by io_lock: see WS_READ_BUDGET */
+	int final_err;		/* guarded by io_lock: sticky end state */
+	bool in_close_frame;	/* guarded by io_lock */
+	bool close_seen;	/* guarded by io_lock: peer sent a close */
+	uint8_t close_buf[125]; /* guarded by io_lock */
+	size_t close_len;	/* guarded by io_lock */
+	uint16_t close_code;	/* guarded by io_lock */
+	char close_reason[124]; /* guarded by io_lock */
 	atomic_int_least64_t last_rx_ms; /* atomic: any thread reads */
-	atomic_int_least64_t rtt_ms;     /* atomic: -1 before first pong */
+	atomic_int_least64_t rtt_ms;	 /* atomic: -1 before first pong */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -156,11 +156,11 @@ static void plain_free(struct ws_transport *t)
 }
 
 static const struct ws_transport_ops plain_ops = {
-	.recv = plain_recv,
-	.send = plain_send,
-	.flush = plain_flush,
-	.pending = plain_pending,
-	.free = plain_free,
+    .recv = plain_recv,
+    .send = plain_send,
+    .flush = plain_flush,
+    .pending = plain_pending,
+    .free = plain_free,
 };
 
 static struct ws_transport *plain_new(int fd)
@@ -177,14 +177,14 @@ static struct ws_transport *plain_new(int fd)
 
 struct ws_tls {
 	struct ws_transport base;
-	int fd;                 /* borrowed from the connection */
-	int sys_errno;          /* errno of the last failed bio call */
+	int fd;	       /* borrowed from the connection */
+	int sys_errno; /* errno of the last failed bio call */
 	mbedtls_ssl_context ssl;
-	bool leaf_self_signed;  /* set by the verify callback */
+	bool leaf_self_signed;	     /* set by the verify callback */
 	uint8_t out[WS_TLS_OUT_CAP]; /* plaintext accepted, not yet written */
 	size_t out_off, out_len;
-	bool in_write;          /* mbedtls_ssl_write(out+off, len-off) must be
-				   retried with the same arguments */
+	bool in_write; /* mbedtls_ssl_write(out+off, len-off) must be
+			  retried with the same arguments */
 };
 
 static int bio_send(void *ctx, const unsigned char *buf, size_t len)
@@ -337,12 +337,12 @@ static void tls_free(struct ws_transport *tr)
 }
 
 static const struct ws_transport_ops tls_ops = {
-	.recv = tls_recv,
-	.send = tls_send,
-	.flush = tls_flush,
-	.pending = tls_pending,
-	.buffered = tls_buffered,
-	.free = tls_free,
+    .recv = tls_recv,
+    .send = tls_send,
+    .flush = tls_flush,
+    .pending = tls_pending,
+    .buffered = tls_buffered,
+    .free = tls_free,
 };
 
 /* Records whether the leaf the server sent is self-signed. */
@@ -354,9 +354,9 @@ static int tls_verify_cb(void *ud, mbedtls_x509_crt *crt, int depth,
 	(void)flags;
 	if (depth == 0)
 		t->leaf_self_signed =
-			crt->issuer_raw.len == crt->subject_raw.len &&
-			!memcmp(crt->issuer_raw.p, crt->subject_raw.p,
-				crt->issuer_raw.len);
+		    crt->issuer_raw.len == crt->subject_raw.len &&
+		    !memcmp(crt->issuer_raw.p, crt->subject_raw.p,
+			    crt->issuer_raw.len);
 	return 0;
 }
 
@@ -384,8 +384,7 @@ static void set_err(struct ws_connect_error *err, int errnum, const char *fmt,
 static int wait_io(int fd, short events, int cancel_fd, int64_t deadline)
 {
 	for (;;) {
-		struct pollfd p[2] = { { fd, events, 0 },
-				       { cancel_fd, POLLIN, 0 } };
+		struct pollfd p[2] = {{fd, events, 0}, {cancel_fd, POLLIN, 0}};
 		int64_t left = deadline - clock_mono_ms();
 		int r;
 
@@ -554,7 +553,7 @@ static int tcp_connect(const char *host, uint16_t port, int cancel_fd,
 		if (soerr == 0)
 			break;
 		last = -soerr;
-next:
+	next:
 		close(fd);
 		fd = -1;
 	}
@@ -569,8 +568,8 @@ next:
 }
 
 /* Send all of @buf over @t before @deadline. */
-static int send_all(struct ws_transport *t, int fd, const char *buf,
-		    size_t len, int cancel_fd, int64_t deadline)
+static int send_all(struct ws_transport *t, int fd, const char *buf, size_t len,
+		    int cancel_fd, int64_t deadline)
 {
 	size_t off = 0;
 	ssize_t n;
@@ -643,8 +642,8 @@ static int proxy_connect(int fd, const struct ws_proxy *px,
 			break;
 	}
 	resp[len] = '\0';
-	if (sscanf(resp, "HTTP/1.%*1[01] %3d", &status) != 1 ||
-	    status < 200 || status > 299) {
+	if (sscanf(resp, "HTTP/1.%*1[01] %3d", &status) != 1 || status < 200 ||
+	    status > 299) {
 		set_err(err, -ECONNREFUSED, "proxy refused CONNECT %s: HTTP %d",
 			hostport, status);
 		t->ops->free(t);
@@ -665,9 +664,8 @@ out_fail:
 
 /* Set up TLS on @fd and run the handshake. Returns the transport or NULL. */
 static struct ws_transport *tls_handshake(int fd, struct tls_ctx *tls,
-					  const struct ws_url *u,
-					  int cancel_fd, int64_t deadline,
-					  int64_t timeout_ms,
+					  const struct ws_url *u, int cancel_fd,
+					  int64_t deadline, int64_t timeout_ms,
 					  struct ws_connect_error *err)
 {
 	struct ws_tls *t = xcalloc(1, sizeof(*t));
@@ -696,11 +694,10 @@ static struct ws_transport *tls_handshake(int fd, struct tls_ctx *tls,
 			break;
 		if (ret == MBEDTLS_ERR_SSL_WANT_READ ||
 		    ret == MBEDTLS_ERR_SSL_WANT_WRITE) {
-			ret = wait_io(fd,
-				      ret == MBEDTLS_ERR_SSL_WANT_READ ?
-					      POLLIN :
-					      POLLOUT,
-				      cancel_fd, deadline);
+			ret = wait_io(
+			    fd,
+			    ret == MBEDTLS_ERR_SSL_WANT_READ ? POLLIN : POLLOUT,
+			    cancel_fd, deadline);
 			if (ret < 0) {
 				wait_err(err, ret, "TLS handshake", timeout_ms);
 				goto out_free;
@@ -708,8 +705,8 @@ static struct ws_transport *tls_handshake(int fd, struct tls_ctx *tls,
 			continue;
 		}
 		flags = mbedtls_ssl_get_verify_result(&t->ssl);
-		if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED &&
-		    flags != 0 && flags != (uint32_t)-1) {
+		if (ret == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED && flags != 0 &&
+		    flags != (uint32_t)-1) {
 			if ((flags & MBEDTLS_X509_BADCERT_NOT_TRUSTED) &&
 			    t->leaf_self_signed)
 				strfmt(vtext, sizeof(vtext),
@@ -723,8 +720,8 @@ static struct ws_transport *tls_handshake(int fd, struct tls_ctx *tls,
 		} else {
 			tls_error_text(ret, etext, sizeof(etext));
 			set_err(err, -EPROTO,
-				"TLS handshake with %.100s failed: %s",
-				u->host, etext);
+				"TLS handshake with %.100s failed: %s", u->host,
+				etext);
 		}
 		goto out_free;
 	}
@@ -776,18 +773,18 @@ static bool header_value_ok(const char *s)
 }
 
 char *ws_upgrade_request(const struct ws_url *u, const char *key,
-			 const char *token, const char *user_agent,
-			 size_t *len, struct ws_connect_error *err)
+			 const char *token, const char *user_agent, size_t *len,
+			 struct ws_connect_error *err)
 {
-#define UPGRADE_FMT                     \
-	"GET %s HTTP/1.1\r\n"           \
-	"Host: %s\r\n"                  \
-	"Upgrade: websocket\r\n"        \
-	"Connection: Upgrade\r\n"       \
-	"Sec-WebSocket-Key: %s\r\n"     \
-	"Sec-WebSocket-Version: 13\r\n" \
-	"%s%s%s"                        \
-	"%s%s%s"                        \
+#define UPGRADE_FMT                                                            \
+	"GET %s HTTP/1.1\r\n"                                                  \
+	"Host: %s\r\n"                                                         \
+	"Upgrade: websocket\r\n"                                               \
+	"Connection: Upgrade\r\n"                                              \
+	"Sec-WebSocket-Key: %s\r\n"                                            \
+	"Sec-WebSocket-Version: 13\r\n"                                        \
+	"%s%s%s"                                                               \
+	"%s%s%s"                                                               \
 	"\r\n"
 	bool tok = token && *token, ua = user_agent && *user_agent;
 	char *out;
@@ -804,8 +801,8 @@ char *ws_upgrade_request(const struct ws_url *u, const char *key,
 		     tok ? "\r\n" : "", ua ? "User-Agent: " : "",
 		     ua ? user_agent : "", ua ? "\r\n" : "");
 	out = xmalloc((size_t)n + 1);
-	snprintf(out, (size_t)n + 1, UPGRADE_FMT, u->target, u->host_header, key,
-		 tok ? "Authorization: Bearer " : "", tok ? token : "",
+	snprintf(out, (size_t)n + 1, UPGRADE_FMT, u->target, u->host_header,
+		 key, tok ? "Authorization: Bearer " : "", tok ? token : "",
 		 tok ? "\r\n" : "", ua ? "User-Agent: " : "",
 		 ua ? user_agent : "", ua ? "\r\n" : "");
 #undef UPGRADE_FMT
@@ -908,9 +905,9 @@ int ws_upgrade_response(const char *buf, size_t len, const char *key,
 	/* Status line: HTTP/1.x SP 3DIGIT [SP reason] */
 	eol = memmem(buf, (size_t)(stop - buf), "\r\n", 2);
 	if (eol - buf < 12 || memcmp(buf, "HTTP/1.", 7) != 0 ||
-	    (buf[7] != '0' && buf[7] != '1') || buf[8] != ' ' ||
-	    buf[9] < '1' || buf[9] > '5' || buf[10] < '0' || buf[10] > '9' ||
-	    buf[11] < '0' || buf[11] > '9' || (eol - buf > 12 && buf[12] != ' ')) {
+	    (buf[7] != '0' && buf[7] != '1') || buf[8] != ' ' || buf[9] < '1' ||
+	    buf[9] > '5' || buf[10] < '0' || buf[10] > '9' || buf[11] < '0' ||
+	    buf[11] > '9' || (eol - buf > 12 && buf[12] != ' ')) {
 		set_err(err, -EPROTO, "upgrade answer is not HTTP/1.1");
 		return -EPROTO;
 	}
@@ -938,11 +935,11 @@ int ws_upgrade_response(const char *buf, size_t len, const char *key,
 		vlen = (size_t)(eol - v);
 		while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
 			vlen--;
-#define HDR_IS(name) \
+#define HDR_IS(name)                                                           \
 	(nlen == sizeof(name) - 1 && !strncasecmp(line, name, nlen))
 		if (HDR_IS("upgrade")) {
-			up_ok = up_ok || (vlen == 9 &&
-					  !strncasecmp(v, "websocket", 9));
+			up_ok = up_ok ||
+				(vlen == 9 && !strncasecmp(v, "websocket", 9));
 		} else if (HDR_IS("connection")) {
 			conn_ok = conn_ok || has_token(v, vlen, "upgrade");
 		} else if (HDR_IS("sec-websocket-accept")) {
@@ -980,15 +977,15 @@ int ws_upgrade_response(const char *buf, size_t len, const char *key,
 		else if (err->retry_after_ms >= 0)
 			set_err(err, -ECONNREFUSED,
 				"HTTP %d %s (retry after %lld s)", status,
-				reason, (long long)(err->retry_after_ms / 1000));
+				reason,
+				(long long)(err->retry_after_ms / 1000));
 		else
-			set_err(err, -ECONNREFUSED,
-				"HTTP %d %s instead of 101", status, reason);
+			set_err(err, -ECONNREFUSED, "HTTP %d %s instead of 101",
+				status, reason);
 		return -ECONNREFUSED;
 	}
 	if (!up_ok || !conn_ok) {
-		set_err(err, -EPROTO,
-			"101 answer without \"%s\"",
+		set_err(err, -EPROTO, "101 answer without \"%s\"",
 			!up_ok ? "Upgrade: websocket" : "Connection: upgrade");
 		return -EPROTO;
 	}
@@ -1010,8 +1007,7 @@ int ws_upgrade_response(const char *buf, size_t len, const char *key,
 static int ws_upgrade(struct ws_transport *t, int fd,
 		      const struct ws_options *opt, const struct ws_url *u,
 		      int cancel_fd, int64_t deadline, int64_t timeout_ms,
-		      char **pre, size_t *pre_len,
-		      struct ws_connect_error *err)
+		      char **pre, size_t *pre_len, struct ws_connect_error *err)
 {
 	char key[WS_KEY_LEN + 1], eb[64];
 	char *req, *buf = NULL;
@@ -1029,8 +1025,8 @@ static int ws_upgrade(struct ws_transport *t, int fd,
 		goto out_io;
 	buf = xmalloc(WS_MAX_RESPONSE_HEADER + 1);
 	for (;;) {
-		ssize_t n = t->ops->recv(t, buf + len,
-					 WS_MAX_RESPONSE_HEADER - len);
+		ssize_t n =
+		    t->ops->recv(t, buf + len, WS_MAX_RESPONSE_HEADER - len);
 
 		if (n == -EAGAIN) {
 			ret = wait_io(fd, t->want, cancel_fd, deadline);
@@ -1084,7 +1080,7 @@ struct ws_conn *ws_connect(const struct ws_options *opt, int cancel_fd,
 			   struct ws_connect_error *err)
 {
 	struct ws_url u;
-	struct ws_proxy px = { 0 };
+	struct ws_proxy px = {0};
 	struct ws_transport *t = NULL;
 	struct ws_conn *c = NULL;
 	char uerr[200], *pre = NULL;
@@ -1094,8 +1090,8 @@ struct ws_conn *ws_connect(const struct ws_options *opt, int cancel_fd,
 
 	memset(err, 0, sizeof(*err));
 	err->retry_after_ms = -1;
-	if (url_parse_ws(opt->url, opt->default_path, &u, uerr,
-			 sizeof(uerr)) != 0) {
+	if (url_parse_ws(opt->url, opt->default_path, &u, uerr, sizeof(uerr)) !=
+	    0) {
 		set_err(err, -EINVAL, "%s", uerr);
 		goto out;
 	}
@@ -1112,9 +1108,9 @@ struct ws_conn *ws_connect(const struct ws_options *opt, int cancel_fd,
 	}
 	if (opt->proxy && *opt->proxy && proxy_parse(opt->proxy, &px, err))
 		goto out_url;
-	timeout_ms = opt->connect_timeout_ms > 0 ?
-			     opt->connect_timeout_ms :
-			     WS_DEFAULT_CONNECT_TIMEOUT_MS;
+	timeout_ms = opt->connect_timeout_ms > 0
+			 ? opt->connect_timeout_ms
+			 : WS_DEFAULT_CONNECT_TIMEOUT_MS;
 	deadline = clock_mono_ms() + timeout_ms;
 
 	if (px.host) {
@@ -1137,8 +1133,8 @@ struct ws_conn *ws_connect(const struct ws_options *opt, int cancel_fd,
 	} else {
 		t = plain_new(fd);
 	}
-	ret = ws_upgrade(t, fd, opt, &u, cancel_fd, deadline, timeout_ms,
-			 &pre, &pre_len, err);
+	ret = ws_upgrade(t, fd, opt, &u, cancel_fd, deadline, timeout_ms, &pre,
+			 &pre_len, err);
 	if (ret != 0)
 		goto out_transport;
 	c = ws_conn_new(t, fd, opt->max_message_bytes, pre, pre_len);
@@ -1171,9 +1167,9 @@ static ssize_t cb_recv(wslay_event_context_ptr ev, uint8_t *buf, size_t len,
 
 	(void)flags;
 	if (c->pre_off < c->pre_len) {
-		n = (ssize_t)(c->pre_len - c->pre_off < len ?
-				      c->pre_len - c->pre_off :
-				      len);
+		n = (ssize_t)(c->pre_len - c->pre_off < len
+				  ? c->pre_len - c->pre_off
+				  : len);
 		memcpy(buf, c->pre + c->pre_off, (size_t)n);
 		c->pre_off += (size_t)n;
 		return n;
@@ -1186,8 +1182,8 @@ static ssize_t cb_recv(wslay_event_context_ptr ev, uint8_t *buf, size_t len,
 	}
 	n = c->tr->ops->recv(c->tr, buf, len);
 	if (n > 0) {
-		c->rx_budget -= (size_t)n < c->rx_budget ? (size_t)n :
-							    c->rx_budget;
+		c->rx_budget -=
+		    (size_t)n < c->rx_budget ? (size_t)n : c->rx_budget;
 		return n;
 	}
 	if (n == -EAGAIN) {
@@ -1271,8 +1267,8 @@ static void cb_frame_end(wslay_event_context_ptr ev, void *ud)
 		return;
 	c->in_close_frame = false;
 	if (c->close_len >= 2) {
-		c->close_code = (uint16_t)(c->close_buf[0] << 8 |
-					   c->close_buf[1]);
+		c->close_code =
+		    (uint16_t)(c->close_buf[0] << 8 | c->close_buf[1]);
 		copy_printable(c->close_reason, sizeof(c->close_reason),
 			       (const char *)c->close_buf + 2,
 			       c->close_len - 2);
@@ -1289,8 +1285,8 @@ static void cb_msg(wslay_event_context_ptr ev,
 	if (a->opcode == WSLAY_TEXT_FRAME) {
 		if (c->inbox_n == c->inbox_cap) {
 			c->inbox_cap = c->inbox_cap ? c->inbox_cap * 2 : 8;
-			c->inbox = xrealloc(c->inbox, c->inbox_cap *
-							      sizeof(*c->inbox));
+			c->inbox = xrealloc(c->inbox,
+					    c->inbox_cap * sizeof(*c->inbox));
 		}
 		m = &c->inbox[c->inbox_n++];
 		m->data = xmalloc(a->msg_length + 1);
@@ -1319,13 +1315,13 @@ struct ws_conn *ws_conn_new(struct ws_transport *t, int fd,
 			    size_t leftover_len)
 {
 	static const struct wslay_event_callbacks cbs = {
-		.recv_callback = cb_recv,
-		.send_callback = cb_send,
-		.genmask_callback = cb_genmask,
-		.on_frame_recv_start_callback = cb_frame_start,
-		.on_frame_recv_chunk_callback = cb_frame_chunk,
-		.on_frame_recv_end_callback = cb_frame_end,
-		.on_msg_recv_callback = cb_msg,
+	    .recv_callback = cb_recv,
+	    .send_callback = cb_send,
+	    .genmask_callback = cb_genmask,
+	    .on_frame_recv_start_callback = cb_frame_start,
+	    .on_frame_recv_chunk_callback = cb_frame_chunk,
+	    .on_frame_recv_end_callback = cb_frame_end,
+	    .on_msg_recv_callback = cb_msg,
 	};
 	struct ws_conn *c = xcalloc(1, sizeof(*c));
 
@@ -1339,8 +1335,8 @@ struct ws_conn *ws_conn_new(struct ws_transport *t, int fd,
 		abort();
 	}
 	wslay_event_config_set_max_recv_msg_length(
-		c->ev, max_message_bytes ? max_message_bytes :
-					   WS_DEFAULT_MAX_MESSAGE);
+	    c->ev,
+	    max_message_bytes ? max_message_bytes : WS_DEFAULT_MAX_MESSAGE);
 	if (leftover_len) {
 		c->pre = xmalloc(leftover_len);
 		memcpy(c->pre, leftover, leftover_len);
@@ -1371,8 +1367,7 @@ static int pump_out(struct ws_conn *c)
 			return ret;
 		}
 	}
-	if (wslay_event_want_write(c->ev) &&
-	    wslay_event_send(c->ev) != 0)
+	if (wslay_event_want_write(c->ev) && wslay_event_send(c->ev) != 0)
 		return c->io_err ? c->io_err : -EPIPE;
 	if (c->tr->ops->pending(c->tr)) {
 		ret = c->tr->ops->flush(c->tr);
@@ -1381,9 +1376,8 @@ static int pump_out(struct ws_conn *c)
 			return ret;
 		}
 	}
-	return wslay_event_want_write(c->ev) || c->tr->ops->pending(c->tr) ?
-		       1 :
-		       0;
+	return wslay_event_want_write(c->ev) || c->tr->ops->pending(c->tr) ? 1
+									   : 0;
 }
 
 /* Under io_lock, reading has stopped: why. Sends the close if it can. */
@@ -1456,7 +1450,7 @@ bool ws_conn_want_write(struct ws_conn *c)
 static int queue_locked(struct ws_conn *c, uint8_t opcode, const void *data,
 			size_t len)
 {
-	struct wslay_event_msg m = { opcode, data, len };
+	struct wslay_event_msg m = {opcode, data, len};
 	int rv = wslay_event_queue_msg(c->ev, &m);
 
 	if (rv == 0)
@@ -1518,8 +1512,8 @@ int ws_conn_close(struct ws_conn *c, uint16_t code, const char *reason)
 	if (code == 0)
 		rlen = 0;
 	pthread_mutex_lock(&c->io_lock);
-	rv = wslay_event_queue_close(c->ev, code, (const uint8_t *)reason,
-				     rlen);
+	rv =
+	    wslay_event_queue_close(c->ev, code, (const uint8_t *)reason, rlen);
 	if (rv == WSLAY_ERR_NO_MORE_MSG)
 		ret = 0; /* already closing */
 	else if (rv != 0)

@@ -14,8 +14,8 @@
 #include "common/url.h"
 #include "common/ws.h"
 
-#define WS_KEY_LEN 24    /* base64 of 16 bytes */
-#define WS_ACCEPT_LEN 28 /* base64 of a SHA-1 */
+#define WS_KEY_LEN	       24 /* base64 of 16 bytes */
+#define WS_ACCEPT_LEN	       28 /* base64 of a SHA-1 */
 #define WS_MAX_RESPONSE_HEADER (16 * 1024)
 #define WS_DEFAULT_MAX_MESSAGE (16u * 1024 * 1024)
 /* Bytes one ws_conn_on_readable() reads before it lets the writer have the
@@ -49,8 +49,8 @@ struct ws_transport_ops {
 
 struct ws_transport {
 	const struct ws_transport_ops *ops;
-	short want;     /* POLLIN or POLLOUT after -EAGAIN */
-	char err[160];  /* detail of the last hard error, "" if none */
+	short want;    /* POLLIN or POLLOUT after -EAGAIN */
+	char err[160]; /* detail of the last hard error, "" if none */
 };
 
 /* A new random Sec-WebSocket-Key (rand_bytes), NUL-terminated. */
@@ -65,8 +65,8 @@ void ws_accept_for_key(const char *key, char accept[WS_ACCEPT_LEN + 1]);
  * control character (err filled).
  */
 char *ws_upgrade_request(const struct ws_url *u, const char *key,
-			 const char *token, const char *user_agent,
-			 size_t *len, struct ws_connect_error *err);
+			 const char *token, const char *user_agent, size_t *len,
+			 struct ws_connect_error *err);
 
 /*
  * Parse the upgrade response in @buf[0..len) (everything read so far) for

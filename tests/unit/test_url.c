@@ -23,6 +23,7 @@ struct url_case {
 	const char *err_has; /* for failures */
 };
 
+/* clang-format off */
 static const struct url_case cases[] = {
 	/* scheme mapping */
 	{ "http://cp.example", 0, false, "cp.example", 80, DEF, NULL, DEF,
@@ -88,6 +89,7 @@ static const struct url_case cases[] = {
 	{ "ws://h /x", -EINVAL, false, NULL, 0, NULL, NULL, NULL, NULL,
 	  "space" },
 };
+/* clang-format on */
 
 static void test_table(void)
 {
@@ -115,7 +117,8 @@ static void test_table(void)
 			CHECK(u.host == NULL && u.path == NULL);
 		}
 		if (check_failures_in_case != fails)
-			fprintf(stderr, "  ^ case \"%s\": err=%s\n", c->in, err);
+			fprintf(stderr, "  ^ case \"%s\": err=%s\n", c->in,
+				err);
 		url_free(&u);
 	}
 }
@@ -128,9 +131,9 @@ static void test_default_path_null(void)
 	CHECK_INT(url_parse_ws("ws://h", NULL, &u, err, sizeof(err)), 0);
 	CHECK_STR(u.path, "/");
 	url_free(&u);
-	CHECK_INT(url_parse_ws("ws://h", "/api/v1/runner/ws", &u, err,
-			       sizeof(err)),
-		  0);
+	CHECK_INT(
+	    url_parse_ws("ws://h", "/api/v1/runner/ws", &u, err, sizeof(err)),
+	    0);
 	CHECK_STR(u.path, "/api/v1/runner/ws");
 	url_free(&u);
 	url_free(NULL);
@@ -149,9 +152,9 @@ static void test_ip_literal(void)
 }
 
 static const struct check_case check_cases[] = {
-	CHECK_CASE(test_table),
-	CHECK_CASE(test_default_path_null),
-	CHECK_CASE(test_ip_literal),
+    CHECK_CASE(test_table),
+    CHECK_CASE(test_default_path_null),
+    CHECK_CASE(test_ip_literal),
 };
 
 CHECK_MAIN()

@@ -25,9 +25,9 @@ struct mem_tr {
 	struct ws_transport base;
 	const uint8_t *in;
 	size_t in_len, in_off;
-	bool one_byte;  /* one byte per on_readable(), then -EAGAIN */
+	bool one_byte;	/* one byte per on_readable(), then -EAGAIN */
 	bool gave_byte; /* one_byte: a byte went out since the last reset */
-	bool eof;       /* after the input: end of stream, not -EAGAIN */
+	bool eof;	/* after the input: end of stream, not -EAGAIN */
 	uint8_t out[1 << 16];
 	size_t out_len;
 };
@@ -89,11 +89,11 @@ static void mem_free(struct ws_transport *t)
 }
 
 static const struct ws_transport_ops mem_ops = {
-	.recv = mem_recv,
-	.send = mem_send,
-	.flush = mem_flush,
-	.pending = mem_pending,
-	.free = mem_free,
+    .recv = mem_recv,
+    .send = mem_send,
+    .flush = mem_flush,
+    .pending = mem_pending,
+    .free = mem_free,
 };
 
 static void mem_init(struct mem_tr *m, const void *in, size_t len,
@@ -176,8 +176,8 @@ static void test_request_bytes(void)
 	char e[128], *req;
 	size_t len = 0;
 
-	CHECK_INT(url_parse_ws("https://cp.example:8443/?x=1", "/api/v1/agent/ws",
-			       &u, e, sizeof(e)),
+	CHECK_INT(url_parse_ws("https://cp.example:8443/?x=1",
+			       "/api/v1/agent/ws", &u, e, sizeof(e)),
 		  0);
 	req = ws_upgrade_request(&u, "dGhlIHNhbXBsZSBub25jZQ==", "T0K",
 				 "pipeops-agent/1.0", &len, &err);
@@ -207,11 +207,11 @@ static void test_request_bytes(void)
 }
 
 #define KEY "dGhlIHNhbXBsZSBub25jZQ=="
-#define GOOD_101                                                     \
-	"HTTP/1.1 101 Switching Protocols\r\n"                       \
-	"upgrade: WebSocket\r\n"                                     \
-	"CONNECTION: keep-alive, Upgrade\r\n"                        \
-	"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"      \
+#define GOOD_101                                                               \
+	"HTTP/1.1 101 Switching Protocols\r\n"                                 \
+	"upgrade: WebSocket\r\n"                                               \
+	"CONNECTION: keep-alive, Upgrade\r\n"                                  \
+	"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"               \
 	"\r\n"
 
 struct resp_case {
@@ -224,6 +224,7 @@ struct resp_case {
 	const char *text_has;
 };
 
+/* clang-format off */
 static const struct resp_case resp_cases[] = {
 	{ "good", GOOD_101 "\x81\x02hi", 0, 0, false, -1, "" },
 	{ "wrong accept",
@@ -271,6 +272,7 @@ static const struct resp_case resp_cases[] = {
 	{ "bad header line", "HTTP/1.1 101 OK\r\nno colon here\r\n\r\n",
 	  -EPROTO, 0, false, -1, "malformed" },
 };
+/* clang-format on */
 
 static void run_resp_case(const struct resp_case *rc, bool one_byte)
 {
@@ -312,7 +314,7 @@ static void test_response_cases(void)
 
 static void test_response_incomplete_and_oversize(void)
 {
-	struct ws_connect_error err = { 0 };
+	struct ws_connect_error err = {0};
 	size_t hdr_len = 0, n = WS_MAX_RESPONSE_HEADER + 10;
 	char *big = xmalloc(n);
 
@@ -385,17 +387,18 @@ struct frame_case {
 	const char *name;
 	const char *in;
 	size_t len;
-	size_t max;         /* 0: default */
-	int ret;            /* of the last on_readable() */
+	size_t max;	    /* 0: default */
+	int ret;	    /* of the last on_readable() */
 	const char *msgs;   /* joined with '|' */
-	int close_sent;     /* code of the close we sent, 0 none, -1 empty */
-	int close_info;     /* ws_conn_close_info() */
+	int close_sent;	    /* code of the close we sent, 0 none, -1 empty */
+	int close_info;	    /* ws_conn_close_info() */
 	const char *reason; /* close reason received */
-	int pongs;          /* pong frames we sent */
+	int pongs;	    /* pong frames we sent */
 };
 
 #define S(x) x, sizeof(x) - 1
 
+/* clang-format off */
 static const struct frame_case frame_cases[] = {
 	{ "text", S("\x81\x05hello"), 0, 0, "hello", 0, 0, "", 0 },
 	{ "two texts", S("\x81\x01" "a\x81\x02" "bc"), 0, 0, "a|bc", 0, 0, "",
@@ -435,6 +438,7 @@ static const struct frame_case frame_cases[] = {
 	{ "continuation without start", S("\x80\x01x"), 0, -EPROTO, "", 1002,
 	  0, "", 0 },
 };
+/* clang-format on */
 
 static void run_frame_case(const struct frame_case *fc, bool one_byte)
 {
@@ -489,7 +493,7 @@ static void test_leftover_bytes_first(void)
 	static const char left[] = "\x81\x03one\x81";
 	static const char rest[] = "\x03two";
 	struct mem_tr m;
-	struct got g = { 0 };
+	struct got g = {0};
 	struct ws_conn *c;
 
 	mem_init(&m, rest, sizeof(rest) - 1, false);
@@ -502,7 +506,7 @@ static void test_leftover_bytes_first(void)
 static void test_eof_is_reset(void)
 {
 	struct mem_tr m;
-	struct got g = { 0 };
+	struct got g = {0};
 	struct ws_conn *c;
 
 	mem_init(&m, "\x81\x02hi\x81", 5, false);
@@ -541,7 +545,7 @@ static void test_ping_pong_rtt(void)
 {
 	struct mem_tr m;
 	struct ws_conn *c;
-	struct got g = { 0 };
+	struct got g = {0};
 	uint8_t pl[256], pong[10];
 	size_t off = 0, len = 0;
 	int op = 0;
@@ -592,17 +596,17 @@ static void test_read_budget(void)
 }
 
 static const struct check_case check_cases[] = {
-	CHECK_CASE(test_accept_rfc_sample),
-	CHECK_CASE(test_key_random),
-	CHECK_CASE(test_request_bytes),
-	CHECK_CASE(test_response_cases),
-	CHECK_CASE(test_response_incomplete_and_oversize),
-	CHECK_CASE(test_frame_cases),
-	CHECK_CASE(test_leftover_bytes_first),
-	CHECK_CASE(test_eof_is_reset),
-	CHECK_CASE(test_send_text_masked),
-	CHECK_CASE(test_ping_pong_rtt),
-	CHECK_CASE(test_read_budget),
+    CHECK_CASE(test_accept_rfc_sample),
+    CHECK_CASE(test_key_random),
+    CHECK_CASE(test_request_bytes),
+    CHECK_CASE(test_response_cases),
+    CHECK_CASE(test_response_incomplete_and_oversize),
+    CHECK_CASE(test_frame_cases),
+    CHECK_CASE(test_leftover_bytes_first),
+    CHECK_CASE(test_eof_is_reset),
+    CHECK_CASE(test_send_text_masked),
+    CHECK_CASE(test_ping_pong_rtt),
+    CHECK_CASE(test_read_budget),
 };
 
 CHECK_MAIN()

@@ -31,16 +31,16 @@ struct listener {
 };
 
 static struct listener listeners[] = {
-	{ "plain", "plain=ws", 0 },
-	{ "tls", "tls=wss", 0 },
-	{ "expired", "expired=wss:expired", 0 },
-	{ "self", "self=wss:self", 0 },
-	{ "wrongname", "wrongname=wss:wrongname", 0 },
-	{ "s401", "s401=status:401", 0 },
-	{ "s429", "s429=status:429", 0 },
-	{ "s302", "s302=status:302", 0 },
-	{ "proxy", "proxy=proxy", 0 },
-	{ "proxyauth", "proxyauth=proxy:agent:s3cret", 0 },
+    {"plain", "plain=ws", 0},
+    {"tls", "tls=wss", 0},
+    {"expired", "expired=wss:expired", 0},
+    {"self", "self=wss:self", 0},
+    {"wrongname", "wrongname=wss:wrongname", 0},
+    {"s401", "s401=status:401", 0},
+    {"s429", "s429=status:429", 0},
+    {"s302", "s302=status:302", 0},
+    {"proxy", "proxy=proxy", 0},
+    {"proxyauth", "proxyauth=proxy:agent:s3cret", 0},
 };
 
 static pid_t server_pid = -1;
@@ -139,7 +139,7 @@ static int read_until(struct ws_conn *c, struct inbox *in, int want)
 	int ret = 0;
 
 	while (in->count < want && clock_mono_ms() < deadline) {
-		struct pollfd p = { ws_conn_fd(c), POLLIN, 0 };
+		struct pollfd p = {ws_conn_fd(c), POLLIN, 0};
 
 		if (ws_conn_want_write(c))
 			ws_conn_flush(c);
@@ -159,12 +159,12 @@ static struct ws_conn *open_url(const char *scheme, const char *host,
 	char url[128];
 	struct ws_conn *c;
 	struct ws_options o = {
-		.default_path = "/api/v1/agent/ws",
-		.token = "tok-123",
-		.user_agent = "pipeops-agent/test",
-		.tls = tls,
-		.connect_timeout_ms = 5000,
-		.max_message_bytes = 1 << 20,
+	    .default_path = "/api/v1/agent/ws",
+	    .token = "tok-123",
+	    .user_agent = "pipeops-agent/test",
+	    .tls = tls,
+	    .connect_timeout_ms = 5000,
+	    .max_message_bytes = 1 << 20,
 	};
 
 	strfmt(url, sizeof(url), "%s://%s:%d", scheme, host, port_of(name));
@@ -184,7 +184,7 @@ static void test_server_started(void)
 static void test_plain_round_trip(void)
 {
 	struct ws_connect_error err;
-	struct inbox in = { 0 };
+	struct inbox in = {0};
 	struct ws_conn *c = open_url("ws", "127.0.0.1", "plain", NULL, &err);
 
 	if (!c) {
@@ -201,7 +201,7 @@ static void test_plain_round_trip(void)
 static void test_plain_headers(void)
 {
 	struct ws_connect_error err;
-	struct inbox in = { 0 };
+	struct inbox in = {0};
 	struct ws_conn *c = open_url("http", "localhost", "plain", NULL, &err);
 
 	if (!c) {
@@ -221,9 +221,8 @@ static void test_plain_headers(void)
 static void test_tls_round_trip(void)
 {
 	struct ws_connect_error err;
-	struct inbox in = { 0 };
-	struct ws_conn *c =
-		open_url("wss", "localhost", "tls", tls_good, &err);
+	struct inbox in = {0};
+	struct ws_conn *c = open_url("wss", "localhost", "tls", tls_good, &err);
 
 	if (!c) {
 		fprintf(stderr, "  connect: %s\n", err.text);
@@ -235,7 +234,6 @@ static void test_tls_round_trip(void)
 	CHECK_STR(in.last, "secure");
 	ws_conn_free(c);
 }
-
 
 /* Connect to a bad-TLS listener; the error text must contain @want. */
 static void expect_tls_refused(const char *name, struct tls_ctx *tls,
@@ -289,8 +287,8 @@ static void test_tls_ip_literal_refused(void)
 static void test_tls_to_plain_server(void)
 {
 	struct ws_connect_error err;
-	struct ws_conn *c = open_url("wss", "localhost", "plain", tls_good,
-				     &err);
+	struct ws_conn *c =
+	    open_url("wss", "localhost", "plain", tls_good, &err);
 
 	CHECK(c == NULL);
 	CHECK_INT(err.errnum, -EPROTO);
@@ -335,8 +333,8 @@ static void test_connection_refused(void)
 {
 	struct ws_connect_error err;
 	struct ws_options o = {
-		.url = "ws://127.0.0.1:1/x",
-		.connect_timeout_ms = 2000,
+	    .url = "ws://127.0.0.1:1/x",
+	    .connect_timeout_ms = 2000,
 	};
 	struct ws_conn *c = ws_connect(&o, -1, &err);
 
@@ -351,8 +349,8 @@ static void test_cancel(void)
 	/* 192.0.2.1 (TEST-NET-1) never answers; the cancel fd is already
 	 * readable, so connect must return at once. */
 	struct ws_options o = {
-		.url = "ws://192.0.2.1:80/x",
-		.connect_timeout_ms = 5000,
+	    .url = "ws://192.0.2.1:80/x",
+	    .connect_timeout_ms = 5000,
 	};
 	int efd = eventfd(1, EFD_CLOEXEC);
 	int64_t t0 = clock_mono_ms();
@@ -371,7 +369,7 @@ static void test_cancel(void)
 static void test_peer_close_code(void)
 {
 	struct ws_connect_error err;
-	struct inbox in = { 0 };
+	struct inbox in = {0};
 	struct ws_conn *c = open_url("ws", "localhost", "plain", NULL, &err);
 	char reason[64];
 
@@ -389,7 +387,7 @@ static void test_peer_close_code(void)
 static void test_binary_ignored_and_ping(void)
 {
 	struct ws_connect_error err;
-	struct inbox in = { 0 };
+	struct inbox in = {0};
 	struct ws_conn *c = open_url("wss", "localhost", "tls", tls_good, &err);
 
 	if (!c) {
@@ -405,7 +403,7 @@ static void test_binary_ignored_and_ping(void)
 	CHECK_STR(in.last, "pinged");
 	CHECK_INT(ws_conn_ping(c), 0);
 	for (int i = 0; i < 50 && ws_conn_rtt_ms(c) < 0; i++) {
-		struct pollfd p = { ws_conn_fd(c), POLLIN, 0 };
+		struct pollfd p = {ws_conn_fd(c), POLLIN, 0};
 
 		if (poll(&p, 1, 100) > 0)
 			CHECK_INT(ws_conn_on_readable(c, on_msg, &in), 0);
@@ -421,7 +419,7 @@ static void test_binary_ignored_and_ping(void)
 static void test_large_message(void)
 {
 	struct ws_connect_error err;
-	struct inbox in = { 0 };
+	struct inbox in = {0};
 	struct ws_conn *c = open_url("wss", "localhost", "tls", tls_good, &err);
 	size_t n = 300 * 1000;
 	char *big = xmalloc(n);
@@ -436,7 +434,7 @@ static void test_large_message(void)
 	big[n - 1] = 'y';
 	CHECK_INT(ws_conn_send_text(c, big, n), 0);
 	while (ws_conn_flush(c) == 1 && clock_mono_ms() < deadline) {
-		struct pollfd p = { ws_conn_fd(c), POLLOUT | POLLIN, 0 };
+		struct pollfd p = {ws_conn_fd(c), POLLOUT | POLLIN, 0};
 
 		poll(&p, 1, 100);
 		if (p.revents & POLLIN)
@@ -458,11 +456,11 @@ static void test_large_message(void)
 
 struct duplex {
 	struct ws_conn *c;
-	int wake_fd;   /* reader -> writer */
-	int next;      /* reader: next expected sequence number */
-	bool bad;      /* reader: out of order or corrupt */
-	int rret;      /* reader: final on_readable() result */
-	int wret;      /* writer: first error */
+	int wake_fd; /* reader -> writer */
+	int next;    /* reader: next expected sequence number */
+	bool bad;    /* reader: out of order or corrupt */
+	int rret;    /* reader: final on_readable() result */
+	int wret;    /* writer: first error */
 };
 
 static void duplex_msg(void *ud, const char *data, size_t len)
@@ -484,7 +482,7 @@ static void *duplex_reader(void *arg)
 	uint64_t one = 1;
 
 	while (d->next < DUPLEX_MSGS && clock_mono_ms() < deadline) {
-		struct pollfd p = { ws_conn_fd(d->c), POLLIN, 0 };
+		struct pollfd p = {ws_conn_fd(d->c), POLLIN, 0};
 
 		if (poll(&p, 1, 100) <= 0)
 			continue;
@@ -520,8 +518,8 @@ static void *duplex_writer(void *arg)
 			d->wret = ws_conn_ping(d->c);
 		for (;;) {
 			struct pollfd p[2] = {
-				{ ws_conn_fd(d->c), POLLOUT, 0 },
-				{ d->wake_fd, POLLIN, 0 },
+			    {ws_conn_fd(d->c), POLLOUT, 0},
+			    {d->wake_fd, POLLIN, 0},
 			};
 
 			ret = ws_conn_flush(d->c);
@@ -540,7 +538,7 @@ static void *duplex_writer(void *arg)
 static void test_two_threads_tls(void)
 {
 	struct ws_connect_error err;
-	struct duplex d = { 0 };
+	struct duplex d = {0};
 	pthread_t rt, wt;
 
 	d.c = open_url("wss", "localhost", "tls", tls_good, &err);
@@ -568,10 +566,10 @@ static struct ws_conn *open_via(const char *proxy_url,
 {
 	char url[64];
 	struct ws_options o = {
-		.default_path = "/ws",
-		.tls = tls_good,
-		.proxy = proxy_url,
-		.connect_timeout_ms = 5000,
+	    .default_path = "/ws",
+	    .tls = tls_good,
+	    .proxy = proxy_url,
+	    .connect_timeout_ms = 5000,
 	};
 
 	strfmt(url, sizeof(url), "wss://localhost:%d", port_of("tls"));
@@ -582,7 +580,7 @@ static struct ws_conn *open_via(const char *proxy_url,
 static void test_proxy_connect(void)
 {
 	struct ws_connect_error err;
-	struct inbox in = { 0 };
+	struct inbox in = {0};
 	char px[96];
 	struct ws_conn *c;
 
@@ -622,27 +620,27 @@ static void test_proxy_auth(void)
 }
 
 static const struct check_case check_cases[] = {
-	CHECK_CASE(test_server_started),
-	CHECK_CASE(test_plain_round_trip),
-	CHECK_CASE(test_plain_headers),
-	CHECK_CASE(test_tls_round_trip),
-	CHECK_CASE(test_tls_wrong_ca),
-	CHECK_CASE(test_tls_expired),
-	CHECK_CASE(test_tls_self_signed),
-	CHECK_CASE(test_tls_wrong_name),
-	CHECK_CASE(test_tls_ip_literal_refused),
-	CHECK_CASE(test_tls_to_plain_server),
-	CHECK_CASE(test_http_401_token_refused),
-	CHECK_CASE(test_http_429_retry_after),
-	CHECK_CASE(test_http_302_location),
-	CHECK_CASE(test_connection_refused),
-	CHECK_CASE(test_cancel),
-	CHECK_CASE(test_peer_close_code),
-	CHECK_CASE(test_binary_ignored_and_ping),
-	CHECK_CASE(test_large_message),
-	CHECK_CASE(test_two_threads_tls),
-	CHECK_CASE(test_proxy_connect),
-	CHECK_CASE(test_proxy_auth),
+    CHECK_CASE(test_server_started),
+    CHECK_CASE(test_plain_round_trip),
+    CHECK_CASE(test_plain_headers),
+    CHECK_CASE(test_tls_round_trip),
+    CHECK_CASE(test_tls_wrong_ca),
+    CHECK_CASE(test_tls_expired),
+    CHECK_CASE(test_tls_self_signed),
+    CHECK_CASE(test_tls_wrong_name),
+    CHECK_CASE(test_tls_ip_literal_refused),
+    CHECK_CASE(test_tls_to_plain_server),
+    CHECK_CASE(test_http_401_token_refused),
+    CHECK_CASE(test_http_429_retry_after),
+    CHECK_CASE(test_http_302_location),
+    CHECK_CASE(test_connection_refused),
+    CHECK_CASE(test_cancel),
+    CHECK_CASE(test_peer_close_code),
+    CHECK_CASE(test_binary_ignored_and_ping),
+    CHECK_CASE(test_large_message),
+    CHECK_CASE(test_two_threads_tls),
+    CHECK_CASE(test_proxy_connect),
+    CHECK_CASE(test_proxy_auth),
 };
 
 static void setup(void) __attribute__((constructor));
@@ -650,8 +648,8 @@ static void teardown(void) __attribute__((destructor));
 
 static void setup(void)
 {
-	struct tls_options good = { .ca_file = CERT_DIR "/ca.pem" };
-	struct tls_options wrong = { .ca_file = CERT_DIR "/self.pem" };
+	struct tls_options good = {.ca_file = CERT_DIR "/ca.pem"};
+	struct tls_options wrong = {.ca_file = CERT_DIR "/self.pem"};
 	char err[256];
 
 	signal(SIGPIPE, SIG_IGN);
