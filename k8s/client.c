@@ -244,6 +244,7 @@ struct k8s_shared *k8s_shared_new(const struct k8s_settings *s,
 	sh->connect_timeout_ms = s->connect_timeout_ms > 0 ?
 				 s->connect_timeout_ms :
 				 DEFAULT_CONNECT_TIMEOUT_MS;
+	sh->list_page_limit = K8S_LIST_PAGE_LIMIT;
 	pthread_mutex_init(&sh->token_lock, NULL);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&sh->share_locks[i], NULL);

@@ -19,7 +19,6 @@
 #include "k8s/status.h"
 #include "k8s/validate.h"
 
-#define PAGE_LIMIT 500
 #define MAX_PAGES 10000
 
 /* Turns one list item (borrowed) into its summary (new reference). */
@@ -266,7 +265,7 @@ static int list_pages(struct k8s_client *c, const char *path,
 	for (int page = 0;; page++) {
 		char *esc = cont ? k8s_query_escape(cont) : NULL;
 		char *url = k8s_strdup_printf("%s?limit=%d%s%s%s%s", path,
-					      PAGE_LIMIT, *query ? "&" : "",
+					      c->sh->list_page_limit, *query ? "&" : "",
 					      query, esc ? "&continue=" : "",
 					      esc ? esc : "");
 		json_t *list = NULL, *items, *item;

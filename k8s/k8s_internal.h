@@ -23,6 +23,8 @@
 
 /* Responses larger than this are refused (bounded before allocation). */
 #define K8S_MAX_RESPONSE_BYTES ((size_t)64 << 20)
+/* Items per list page (limit=). */
+#define K8S_LIST_PAGE_LIMIT 500
 /* A token file is re-read when the cached token is this old. */
 #define K8S_TOKEN_RELOAD_MS 60000
 /* Largest token file accepted. */
@@ -36,6 +38,7 @@ struct k8s_shared {
 	char *default_namespace;   /* never NULL */
 	int64_t request_timeout_ms;
 	int64_t connect_timeout_ms;
+	int list_page_limit;       /* `limit` of list pages; tests lower it */
 
 	pthread_mutex_t token_lock;
 	char *token;               /* guarded by token_lock; NULL: none */
