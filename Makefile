@@ -101,9 +101,33 @@ lint:
 deps:
 	@tests/deps.sh
 
+# /etc stays /etc whatever PREFIX is; the init script and defaults file get
+# DAEMON=$(PREFIX)/sbin/pipeops-agent. An existing /etc/default file or
+# agent.ini is never overwritten (the sample is always in share/doc).
 install: $(AGENT_BIN)
-	install -d $(DESTDIR)$(PREFIX)/sbin
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/man/man8 \
+		$(DESTDIR)$(PREFIX)/share/doc/pipeops-agent \
+		$(DESTDIR)/etc/init.d $(DESTDIR)/etc/default
+	install -d -m 0750 $(DESTDIR)/etc/pipeops $(DESTDIR)/var/lib/pipeops-agent
 	install -m 0755 $(AGENT_BIN) $(DESTDIR)$(PREFIX)/sbin/pipeops-agent
+	sed 's|^DAEMON=/usr/sbin/pipeops-agent$$|DAEMON=$(PREFIX)/sbin/pipeops-agent|' \
+		etc/init.d/pipeops-agent >$(DESTDIR)/etc/init.d/pipeops-agent
+	chmod 0755 $(DESTDIR)/etc/init.d/pipeops-agent
+	if [ -e $(DESTDIR)/etc/default/pipeops-agent ]; then \
+		echo "keeping existing $(DESTDIR)/etc/default/pipeops-agent"; \
+	else \
+		sed 's|^#DAEMON=/usr/sbin/pipeops-agent$$|#DAEMON=$(PREFIX)/sbin/pipeops-agent|' \
+			etc/default/pipeops-agent >$(DESTDIR)/etc/default/pipeops-agent && \
+		chmod 0644 $(DESTDIR)/etc/default/pipeops-agent; \
+	fi
+	install -m 0644 docs/pipeops-agent.8 $(DESTDIR)$(PREFIX)/share/man/man8/pipeops-agent.8
+	install -m 0644 etc/pipeops-agent.ini \
+		$(DESTDIR)$(PREFIX)/share/doc/pipeops-agent/agent.ini.sample
+	if [ -e $(DESTDIR)/etc/pipeops/agent.ini ]; then \
+		echo "keeping existing $(DESTDIR)/etc/pipeops/agent.ini"; \
+	else \
+		install -m 0640 etc/pipeops-agent.ini $(DESTDIR)/etc/pipeops/agent.ini; \
+	fi
 
 clean:
 	rm -rf build $(AGENT_BIN)
