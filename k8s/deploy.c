@@ -788,6 +788,8 @@ json_t *k8s_op_scale(struct k8s_client *c, json_t *data,
 		json_t *spec;
 
 		ret = k8s_call(c, "GET", path, NULL, NULL, &scale, NULL, err);
+		if (ret < 0 && err->code == 409)
+			continue;
 		if (ret < 0)
 			break;
 		spec = json_object_get(scale, "spec");

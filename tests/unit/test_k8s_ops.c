@@ -26,9 +26,12 @@
 #include "k8s/k8s_internal.h"
 #include "tests/unit/check.h"
 
-/* K8S_SIM in the environment names another simulator script with the
- * same CLI (tests/unit/k8s_stub.py was the stopgap). */
-#define DEFAULT_SIM "tests/sim/k8s_sim.py"
+/* The simulator runs through k8s_sim_ctl.py, which adds control lines on
+ * stdin (faults, token rotation). K8S_SIM in the environment names another
+ * script with the same CLI (tests/sim/k8s_sim.py itself, or the stopgap
+ * tests/unit/k8s_stub.py); the fault tests are then skipped. */
+#define SIM_SOURCE "tests/sim/k8s_sim.py"
+#define DEFAULT_SIM "tests/unit/k8s_sim_ctl.py"
 #define TOKEN "sim-token-4f1d"
 
 static pid_t sim_pid;
@@ -38,6 +41,8 @@ static char certdir[256], ca[300], logpath[300];
 static struct k8s_shared *sh;
 static struct k8s_client *cl;
 static bool skip;
+static int ctl_fd = -1;   /* the simulator's stdin; -1: no control */
+static int ctl_seq;
 
 /* A loopback TCP port that was free a moment ago. */
 static int free_port(void)
@@ -87,8 +92,9 @@ static void test_sim_start(void)
 	char cmd[512], port[16], ready[128], url[64];
 	const char *sim = getenv("K8S_SIM") ? getenv("K8S_SIM") : DEFAULT_SIM;
 	int64_t deadline;
+	int in[2];
 
-	if (access(sim, R_OK) != 0) {
+	if (access(getenv("K8S_SIM") ? sim : SIM_SOURCE, R_OK) != 0) {
 		printf("SKIP %s is missing: simulator tests skipped\n", sim);
 		skip = true;
 		return;
@@ -101,16 +107,23 @@ static void test_sim_start(void)
 	CHECK_INT(system(cmd), 0);
 	sim_port = free_port();
 	snprintf(port, sizeof(port), "%d", sim_port);
+	CHECK_INT(pipe2(in, O_CLOEXEC), 0);
 	sim_pid = fork();
 	if (sim_pid == 0) {
 		int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 
+		dup2(in[0], 0);
 		dup2(fd, 1);
 		dup2(fd, 2);
 		execl("/usr/bin/python3", "python3", sim, "--port", port,
 		      "--certdir", certdir, "--token", TOKEN, (char *)NULL);
 		_exit(127);
 	}
+	close(in[0]);
+	if (getenv("K8S_SIM"))
+		close(in[1]);
+	else
+		ctl_fd = in[1];
 	snprintf(ready, sizeof(ready), "listening on https://127.0.0.1:%d",
 		 sim_port);
 	deadline = clock_mono_ms() + 20000;
@@ -132,6 +145,30 @@ static void test_sim_start(void)
 	sh = shared_with(url, TOKEN, ca);
 	cl = k8s_client_new(sh);
 	CHECK(cl != NULL);
+}
+
+/* Sends one control line to k8s_sim_ctl.py and waits for its answer.
+ * Returns false (and the caller skips) without the control channel. */
+static bool sim_ctl(const char *line)
+{
+	char buf[256], ok[32];
+	int64_t deadline = clock_mono_ms() + 5000;
+	int n;
+
+	if (ctl_fd < 0)
+		return false;
+	n = snprintf(buf, sizeof(buf), "%s\n", line);
+	CHECK(write(ctl_fd, buf, (size_t)n) == n);
+	snprintf(ok, sizeof(ok), "ctl-ok %d", ++ctl_seq);
+	while (!log_has(ok)) {
+		if (clock_mono_ms() > deadline) {
+			fprintf(stderr, "  no answer to \"%s\"\n", line);
+			check_failures_in_case++;
+			return false;
+		}
+		usleep(20000);
+	}
+	return true;
 }
 
 /* Runs @op on JSON text; returns the reply (new reference) or NULL. */
@@ -392,6 +429,110 @@ static void test_scale(void)
 		    "deployments.apps \"nope\" not found");
 }
 
+static void test_timeout_on_slow_api(void)
+{
+	struct k8s_shared *slow;
+	struct k8s_client *c;
+	struct k8s_error err;
+	char url[64];
+	json_t *data = json_pack("{s:s, s:i}", "name", "web", "replicas", 3);
+	int64_t t0;
+
+	SKIP_IF_NO_SIM();
+	if (!sim_ctl("fault slow:3 /scale 1"))
+		goto out;
+	snprintf(url, sizeof(url), "https://127.0.0.1:%d", sim_port);
+	slow = shared_with(url, TOKEN, ca);
+	slow->request_timeout_ms = 1000;
+	c = k8s_client_new(slow);
+	t0 = clock_mono_ms();
+	CHECK(k8s_op_scale(c, data, &err) == NULL);
+	CHECK(clock_mono_ms() - t0 < 2500);
+	check_error(&err, 0, "Timeout",
+		    "Kubernetes API request timed out after 1s (GET "
+		    "/apis/apps/v1/namespaces/default/deployments/web/scale)");
+	k8s_client_free(c);
+	k8s_shared_free(slow);
+	sim_ctl("fault none");
+out:
+	json_decref(data);
+}
+
+static void test_unavailable_and_conflict_faults(void)
+{
+	struct k8s_error err;
+	json_t *r;
+
+	SKIP_IF_NO_SIM();
+	if (!sim_ctl("fault 503 /scale 1"))
+		return;
+	r = run(k8s_op_scale, "{\"name\":\"web\",\"replicas\":3}", &err);
+	CHECK(r == NULL);
+	CHECK_INT(err.code, 503);
+	CHECK_STR(err.reason, "ServiceUnavailable");
+	CHECK(err.message[0] != '\0');
+	/* Two 409s in a row: scale reads again and succeeds. */
+	sim_ctl("fault 409 /scale 2");
+	r = run(k8s_op_scale, "{\"name\":\"web\",\"replicas\":3}", &err);
+	CHECK(r != NULL);
+	if (!r)
+		fprintf(stderr, "  %s\n", err.message);
+	CHECK_INT(iget(r, "replicas", NULL), 3);
+	json_decref(r);
+	sim_ctl("fault none");
+	r = run(k8s_op_scale, "{\"name\":\"web\",\"replicas\":2}", &err);
+	CHECK_INT(iget(r, "replicas", NULL), 2);
+	json_decref(r);
+}
+
+static void test_token_rotation(void)
+{
+	char path[300], url[64];
+	struct k8s_settings s = { 0 };
+	struct k8s_shared *rot;
+	struct k8s_client *c;
+	struct k8s_error err;
+	json_t *r, *data = json_pack("{s:s}", "resource_type", "nodes");
+	FILE *f;
+
+	SKIP_IF_NO_SIM();
+	if (ctl_fd < 0)
+		goto out;
+	snprintf(path, sizeof(path), "%s/token", tmpdir);
+	snprintf(url, sizeof(url), "https://127.0.0.1:%d", sim_port);
+	f = fopen(path, "w");
+	fputs(TOKEN "\n", f);
+	fclose(f);
+	s.api_server = url;
+	s.token_file = path;
+	s.ca_file = ca;
+	rot = k8s_shared_new(&s, &err);
+	c = k8s_client_new(rot);
+	r = k8s_op_get_resources(c, data, &err);
+	CHECK(r != NULL);
+	json_decref(r);
+	/* The API server accepts only the new token; the file has it too:
+	 * the 401 makes the client re-read the file and retry at once. */
+	sim_ctl("token rotated-token-2");
+	f = fopen(path, "w");
+	fputs("rotated-token-2\n", f);
+	fclose(f);
+	r = k8s_op_get_resources(c, data, &err);
+	CHECK(r != NULL);
+	if (!r)
+		fprintf(stderr, "  %s\n", err.message);
+	json_decref(r);
+	/* The shared client still holds the old token: 401 stays. */
+	r = run(k8s_op_get_resources, "{\"resource_type\":\"nodes\"}", &err);
+	CHECK(r == NULL);
+	check_error(&err, 401, "Unauthorized", "Unauthorized");
+	sim_ctl("token " TOKEN);
+	k8s_client_free(c);
+	k8s_shared_free(rot);
+out:
+	json_decref(data);
+}
+
 static json_t *find_named(json_t *list, const char *name)
 {
 	size_t i;
@@ -609,6 +750,9 @@ static void test_sim_stop(void)
 	k8s_shared_free(sh);
 	cl = NULL;
 	sh = NULL;
+	if (ctl_fd >= 0)
+		close(ctl_fd);
+	ctl_fd = -1;
 	if (sim_pid > 0) {
 		kill(sim_pid, SIGTERM);
 		waitpid(sim_pid, NULL, 0);
@@ -628,6 +772,9 @@ static const struct check_case check_cases[] = {
 	CHECK_CASE(test_redeploy_is_idempotent),
 	CHECK_CASE(test_deploy_errors_from_api),
 	CHECK_CASE(test_scale),
+	CHECK_CASE(test_timeout_on_slow_api),
+	CHECK_CASE(test_unavailable_and_conflict_faults),
+	CHECK_CASE(test_token_rotation),
 	CHECK_CASE(test_get_resources),
 	CHECK_CASE(test_lists_are_paged),
 	CHECK_CASE(test_delete),
