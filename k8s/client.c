@@ -118,8 +118,9 @@ static char *token_read(const char *path, char *why, size_t n)
 		return NULL;
 	}
 	if (!token_ok(t)) {
-		strfmt(why, n, "the token holds characters not allowed in an "
-			       "HTTP header");
+		strfmt(why, n,
+		       "the token holds characters not allowed in an "
+		       "HTTP header");
 		free(t);
 		return NULL;
 	}
@@ -144,7 +145,8 @@ static void token_reload(struct k8s_shared *sh)
 	free(old);
 	if (!t)
 		LOG_WARN("cannot re-read the Kubernetes token, keeping the "
-			 "old one", "file=%s error=\"%s\"", sh->token_file, why);
+			 "old one",
+			 "file=%s error=\"%s\"", sh->token_file, why);
 }
 
 /* A copy of the current token (NULL: none), re-read first when due. The
@@ -231,19 +233,19 @@ struct k8s_shared *k8s_shared_new(const struct k8s_settings *s,
 	n = strlen(sh->api_server);
 	while (n > 0 && sh->api_server[n - 1] == '/')
 		sh->api_server[--n] = '\0';
-	sh->token_file = s->token_file && *s->token_file ?
-			 xstrdup(s->token_file) : NULL;
+	sh->token_file =
+	    s->token_file && *s->token_file ? xstrdup(s->token_file) : NULL;
 	sh->ca_file = s->ca_file && *s->ca_file ? xstrdup(s->ca_file) : NULL;
 	sh->insecure_skip_verify = s->insecure_skip_verify;
 	sh->default_namespace = xstrdup(
-		s->default_namespace && *s->default_namespace ?
-		s->default_namespace : "default");
-	sh->request_timeout_ms = s->request_timeout_ms > 0 ?
-				 s->request_timeout_ms :
-				 DEFAULT_REQUEST_TIMEOUT_MS;
-	sh->connect_timeout_ms = s->connect_timeout_ms > 0 ?
-				 s->connect_timeout_ms :
-				 DEFAULT_CONNECT_TIMEOUT_MS;
+	    s->default_namespace && *s->default_namespace ? s->default_namespace
+							  : "default");
+	sh->request_timeout_ms = s->request_timeout_ms > 0
+				     ? s->request_timeout_ms
+				     : DEFAULT_REQUEST_TIMEOUT_MS;
+	sh->connect_timeout_ms = s->connect_timeout_ms > 0
+				     ? s->connect_timeout_ms
+				     : DEFAULT_CONNECT_TIMEOUT_MS;
 	sh->list_page_limit = K8S_LIST_PAGE_LIMIT;
 	pthread_mutex_init(&sh->token_lock, NULL);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
@@ -254,7 +256,8 @@ struct k8s_shared *k8s_shared_new(const struct k8s_settings *s,
 		if (!sh->token) {
 			k8s_error_set(err, 0, "Invalid",
 				      "cannot read the Kubernetes token file "
-				      "%s: %s", sh->token_file, why);
+				      "%s: %s",
+				      sh->token_file, why);
 			goto out_free;
 		}
 		sh->token_loaded_ms = clock_mono_ms();
@@ -408,8 +411,7 @@ static struct curl_slist *build_headers(const struct k8s_request *req,
 	/* No "Expect: 100-continue" round trip for large bodies. */
 	l = curl_slist_append(l, "Expect:");
 	if (req->content_type) {
-		line = k8s_strdup_printf("Content-Type: %s",
-					 req->content_type);
+		line = k8s_strdup_printf("Content-Type: %s", req->content_type);
 		l = curl_slist_append(l, line);
 		free(line);
 	}
@@ -442,7 +444,8 @@ static int transport_error(struct k8s_client *c, CURLcode rc,
 			break;
 		k8s_error_set(err, 0, "ResponseTooLarge",
 			      "the Kubernetes API answer to %s %.*s is larger "
-			      "than %zu MiB", req->method, plen, req->path,
+			      "than %zu MiB",
+			      req->method, plen, req->path,
 			      K8S_MAX_RESPONSE_BYTES >> 20);
 		return -EFBIG;
 	case CURLE_OPERATION_TIMEDOUT:
@@ -457,11 +460,12 @@ static int transport_error(struct k8s_client *c, CURLcode rc,
 		}
 		k8s_error_set(err, 0, "Unreachable",
 			      "cannot reach the Kubernetes API at %s: "
-			      "connection timed out after %s", sh->api_server,
+			      "connection timed out after %s",
+			      sh->api_server,
 			      duration_text(sh->connect_timeout_ms <
-					    sh->request_timeout_ms ?
-					    sh->connect_timeout_ms :
-					    sh->request_timeout_ms,
+						    sh->request_timeout_ms
+						? sh->connect_timeout_ms
+						: sh->request_timeout_ms,
 					    dbuf, sizeof(dbuf)));
 		return -ECONNREFUSED;
 	case CURLE_COULDNT_CONNECT:
@@ -492,8 +496,8 @@ static int transport_error(struct k8s_client *c, CURLcode rc,
 	}
 	k8s_error_set(err, 0, "TransportError",
 		      "request to the Kubernetes API at %s failed (%s %.*s): "
-		      "%s", sh->api_server, req->method, plen, req->path,
-		      detail);
+		      "%s",
+		      sh->api_server, req->method, plen, req->path, detail);
 	return -EIO;
 }
 
@@ -541,15 +545,17 @@ int k8s_client_send(struct k8s_client *c, const struct k8s_request *req,
 		fresh = token_after_401(c->sh, token);
 		if (fresh) {
 			LOG_INFO("Kubernetes API answered 401, retrying with "
-				 "the re-read token", "method=%s",
-				 req->method);
+				 "the re-read token",
+				 "method=%s", req->method);
 			free(token);
 			token = fresh;
 			ret = send_once(c, req, url, token, status, err);
 		}
 	}
-	LOG_DEBUG("k8s request", "method=%s path=\"%s\" status=%ld rc=%d "
-		  "ms=%lld", req->method, req->path, *status, ret,
+	LOG_DEBUG("k8s request",
+		  "method=%s path=\"%s\" status=%ld rc=%d "
+		  "ms=%lld",
+		  req->method, req->path, *status, ret,
 		  (long long)(clock_mono_ms() - t0));
 	*body = c->resp.data ? c->resp.data : "";
 	*body_len = c->resp.len;
@@ -559,10 +565,10 @@ int k8s_client_send(struct k8s_client *c, const struct k8s_request *req,
 }
 
 int k8s_call(struct k8s_client *c, const char *method, const char *path,
-	     const char *content_type, json_t *body, json_t **out,
-	     long *status, struct k8s_error *err)
+	     const char *content_type, json_t *body, json_t **out, long *status,
+	     struct k8s_error *err)
 {
-	struct k8s_request req = { .method = method, .path = path };
+	struct k8s_request req = {.method = method, .path = path};
 	char *text = NULL;
 	const char *resp;
 	size_t resp_len;
@@ -579,13 +585,14 @@ int k8s_call(struct k8s_client *c, const char *method, const char *path,
 		if (!text) {
 			k8s_error_set(err, 0, "InternalError",
 				      "cannot encode the request body for "
-				      "%s %.*s", method, plen, path);
+				      "%s %.*s",
+				      method, plen, path);
 			return -EINVAL;
 		}
 		req.body = text;
 		req.body_len = strlen(text);
-		req.content_type = content_type ? content_type :
-				   "application/json";
+		req.content_type =
+		    content_type ? content_type : "application/json";
 	}
 	ret = k8s_client_send(c, &req, &st, &resp, &resp_len, err);
 	if (status)
@@ -607,8 +614,8 @@ int k8s_call(struct k8s_client *c, const char *method, const char *path,
 	if (!doc) {
 		k8s_error_set(err, 0, "InvalidResponse",
 			      "the Kubernetes API answered %s %.*s with HTTP "
-			      "%ld but the body is not JSON: %s", method, plen,
-			      path, st, jerr.text);
+			      "%ld but the body is not JSON: %s",
+			      method, plen, path, st, jerr.text);
 		ret = -EBADMSG;
 		goto out_free_text;
 	}

@@ -39,7 +39,7 @@ static json_t *dig(json_t *v, const char *const *keys)
 	return v;
 }
 
-#define DIG(v, ...) dig((v), (const char *const[]){ __VA_ARGS__, NULL })
+#define DIG(v, ...) dig((v), (const char *const[]){__VA_ARGS__, NULL})
 
 /* A copy of an object value, or {} (new reference). */
 static json_t *obj_or_empty(json_t *v)
@@ -53,11 +53,11 @@ static bool condition_true(json_t *conds, const char *type)
 	size_t i;
 	json_t *c;
 
-	json_array_foreach(conds, i, c) {
+	json_array_foreach(conds, i, c)
+	{
 		if (!strcmp(str_or_empty(json_object_get(c, "type")), type))
-			return !strcmp(str_or_empty(json_object_get(c,
-								    "status")),
-				       "True");
+			return !strcmp(
+			    str_or_empty(json_object_get(c, "status")), "True");
 	}
 	return false;
 }
@@ -85,33 +85,29 @@ static json_t *node_summary(json_t *item)
 	if (!json_is_object(alloc))
 		alloc = cap;
 	return json_pack(
-		"{s:s, s:b, s:s, s:s, s:s, s:o, s:s, s:{s:o, s:o}}",
-		"name", str_or_empty(json_object_get(meta, "name")),
-		"ready", condition_true(json_object_get(status, "conditions"),
-					"Ready"),
-		"version",
-		str_or_empty(json_object_get(info, "kubeletVersion")),
-		"os", str_or_empty(json_object_get(info, "operatingSystem")),
-		"arch", str_or_empty(json_object_get(info, "architecture")),
-		"labels", obj_or_empty(json_object_get(meta, "labels")),
-		"created_at",
-		str_or_empty(json_object_get(meta, "creationTimestamp")),
-		"resources", "allocatable", cpu_mem(alloc), "capacity",
-		cpu_mem(cap));
+	    "{s:s, s:b, s:s, s:s, s:s, s:o, s:s, s:{s:o, s:o}}", "name",
+	    str_or_empty(json_object_get(meta, "name")), "ready",
+	    condition_true(json_object_get(status, "conditions"), "Ready"),
+	    "version", str_or_empty(json_object_get(info, "kubeletVersion")),
+	    "os", str_or_empty(json_object_get(info, "operatingSystem")),
+	    "arch", str_or_empty(json_object_get(info, "architecture")),
+	    "labels", obj_or_empty(json_object_get(meta, "labels")),
+	    "created_at",
+	    str_or_empty(json_object_get(meta, "creationTimestamp")),
+	    "resources", "allocatable", cpu_mem(alloc), "capacity",
+	    cpu_mem(cap));
 }
 
 static json_t *namespace_summary(json_t *item)
 {
 	json_t *meta = json_object_get(item, "metadata");
 
-	return json_pack("{s:s, s:s, s:o, s:s}",
-			 "name", str_or_empty(json_object_get(meta, "name")),
-			 "status", str_or_empty(DIG(item, "status", "phase")),
-			 "labels", obj_or_empty(json_object_get(meta,
-								"labels")),
-			 "created_at",
-			 str_or_empty(json_object_get(meta,
-						      "creationTimestamp")));
+	return json_pack(
+	    "{s:s, s:s, s:o, s:s}", "name",
+	    str_or_empty(json_object_get(meta, "name")), "status",
+	    str_or_empty(DIG(item, "status", "phase")), "labels",
+	    obj_or_empty(json_object_get(meta, "labels")), "created_at",
+	    str_or_empty(json_object_get(meta, "creationTimestamp")));
 }
 
 static json_t *deployment_summary(json_t *item)
@@ -120,28 +116,27 @@ static json_t *deployment_summary(json_t *item)
 	json_t *status = json_object_get(item, "status");
 	json_t *rep = DIG(item, "spec", "replicas");
 	json_int_t desired = json_is_integer(rep) ? json_integer_value(rep) : 1;
-	json_int_t ready = json_integer_value(json_object_get(
-		status, "readyReplicas"));
-	json_int_t avail = json_integer_value(json_object_get(
-		status, "availableReplicas"));
-	json_int_t updated = json_integer_value(json_object_get(
-		status, "updatedReplicas"));
+	json_int_t ready =
+	    json_integer_value(json_object_get(status, "readyReplicas"));
+	json_int_t avail =
+	    json_integer_value(json_object_get(status, "availableReplicas"));
+	json_int_t updated =
+	    json_integer_value(json_object_get(status, "updatedReplicas"));
 	json_t *og = json_object_get(status, "observedGeneration");
-	bool observed = !json_is_integer(og) ||
-			json_integer_value(og) >=
-			json_integer_value(json_object_get(meta,
-							   "generation"));
+	bool observed =
+	    !json_is_integer(og) ||
+	    json_integer_value(og) >=
+		json_integer_value(json_object_get(meta, "generation"));
 
 	return json_pack(
-		"{s:s, s:s, s:o, s:b, s:s, s:I, s:I, s:I, s:I}",
-		"name", str_or_empty(json_object_get(meta, "name")),
-		"namespace", str_or_empty(json_object_get(meta, "namespace")),
-		"labels", obj_or_empty(json_object_get(meta, "labels")),
-		"ready", observed && ready >= desired,
-		"created_at",
-		str_or_empty(json_object_get(meta, "creationTimestamp")),
-		"replicas", desired, "ready_replicas", ready,
-		"available_replicas", avail, "updated_replicas", updated);
+	    "{s:s, s:s, s:o, s:b, s:s, s:I, s:I, s:I, s:I}", "name",
+	    str_or_empty(json_object_get(meta, "name")), "namespace",
+	    str_or_empty(json_object_get(meta, "namespace")), "labels",
+	    obj_or_empty(json_object_get(meta, "labels")), "ready",
+	    observed && ready >= desired, "created_at",
+	    str_or_empty(json_object_get(meta, "creationTimestamp")),
+	    "replicas", desired, "ready_replicas", ready, "available_replicas",
+	    avail, "updated_replicas", updated);
 }
 
 static json_t *service_summary(json_t *item)
@@ -151,15 +146,15 @@ static json_t *service_summary(json_t *item)
 	json_t *ports = json_array(), *p;
 	size_t i;
 
-	json_array_foreach(json_object_get(spec, "ports"), i, p) {
+	json_array_foreach(json_object_get(spec, "ports"), i, p)
+	{
 		json_t *o = json_pack(
-			"{s:s, s:I, s:s}", "name",
-			str_or_empty(json_object_get(p, "name")), "port",
-			json_integer_value(json_object_get(p, "port")),
-			"protocol",
-			json_is_string(json_object_get(p, "protocol")) ?
-			json_string_value(json_object_get(p, "protocol")) :
-			"TCP");
+		    "{s:s, s:I, s:s}", "name",
+		    str_or_empty(json_object_get(p, "name")), "port",
+		    json_integer_value(json_object_get(p, "port")), "protocol",
+		    json_is_string(json_object_get(p, "protocol"))
+			? json_string_value(json_object_get(p, "protocol"))
+			: "TCP");
 		json_t *tp = json_object_get(p, "targetPort");
 		json_t *np = json_object_get(p, "nodePort");
 
@@ -170,25 +165,23 @@ static json_t *service_summary(json_t *item)
 		json_array_append_new(ports, o);
 	}
 	return json_pack(
-		"{s:s, s:s, s:o, s:s, s:s, s:o, s:o, s:s}",
-		"name", str_or_empty(json_object_get(meta, "name")),
-		"namespace", str_or_empty(json_object_get(meta, "namespace")),
-		"labels", obj_or_empty(json_object_get(meta, "labels")),
-		"type", json_is_string(json_object_get(spec, "type")) ?
-			json_string_value(json_object_get(spec, "type")) :
-			"ClusterIP",
-		"cluster_ip", str_or_empty(json_object_get(spec, "clusterIP")),
-		"ports", ports,
-		"selector", obj_or_empty(json_object_get(spec, "selector")),
-		"created_at",
-		str_or_empty(json_object_get(meta, "creationTimestamp")));
+	    "{s:s, s:s, s:o, s:s, s:s, s:o, s:o, s:s}", "name",
+	    str_or_empty(json_object_get(meta, "name")), "namespace",
+	    str_or_empty(json_object_get(meta, "namespace")), "labels",
+	    obj_or_empty(json_object_get(meta, "labels")), "type",
+	    json_is_string(json_object_get(spec, "type"))
+		? json_string_value(json_object_get(spec, "type"))
+		: "ClusterIP",
+	    "cluster_ip", str_or_empty(json_object_get(spec, "clusterIP")),
+	    "ports", ports, "selector",
+	    obj_or_empty(json_object_get(spec, "selector")), "created_at",
+	    str_or_empty(json_object_get(meta, "creationTimestamp")));
 }
 
 /* The container state name ("running", "waiting: CrashLoopBackOff", ...). */
 static json_t *container_state(json_t *state)
 {
-	static const char *const names[] = { "running", "waiting",
-					     "terminated" };
+	static const char *const names[] = {"running", "waiting", "terminated"};
 
 	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
 		json_t *s = json_object_get(state, names[i]);
@@ -213,12 +206,14 @@ static json_t *pod_summary(json_t *item)
 	json_int_t restarts = 0;
 	size_t i, j;
 
-	json_array_foreach(DIG(item, "spec", "containers"), i, c) {
+	json_array_foreach(DIG(item, "spec", "containers"), i, c)
+	{
 		const char *cname = str_or_empty(json_object_get(c, "name"));
 		json_t *st = NULL;
 		json_int_t rc;
 
-		json_array_foreach(statuses, j, cs) {
+		json_array_foreach(statuses, j, cs)
+		{
 			if (!strcmp(str_or_empty(json_object_get(cs, "name")),
 				    cname)) {
 				st = cs;
@@ -228,35 +223,32 @@ static json_t *pod_summary(json_t *item)
 		rc = json_integer_value(json_object_get(st, "restartCount"));
 		restarts += rc;
 		json_array_append_new(
-			containers,
-			json_pack("{s:s, s:s, s:b, s:I, s:o}", "name", cname,
-				  "image",
-				  str_or_empty(json_object_get(c, "image")),
-				  "ready",
-				  json_is_true(json_object_get(st, "ready")),
-				  "restart_count", rc, "state",
-				  st ? container_state(json_object_get(
-					       st, "state")) :
-				       json_string("waiting")));
+		    containers,
+		    json_pack(
+			"{s:s, s:s, s:b, s:I, s:o}", "name", cname, "image",
+			str_or_empty(json_object_get(c, "image")), "ready",
+			json_is_true(json_object_get(st, "ready")),
+			"restart_count", rc, "state",
+			st ? container_state(json_object_get(st, "state"))
+			   : json_string("waiting")));
 	}
 	return json_pack(
-		"{s:s, s:s, s:o, s:b, s:s, s:s, s:s, s:o, s:I}",
-		"name", str_or_empty(json_object_get(meta, "name")),
-		"namespace", str_or_empty(json_object_get(meta, "namespace")),
-		"labels", obj_or_empty(json_object_get(meta, "labels")),
-		"ready", condition_true(json_object_get(status, "conditions"),
-					"Ready"),
-		"created_at",
-		str_or_empty(json_object_get(meta, "creationTimestamp")),
-		"phase", str_or_empty(json_object_get(status, "phase")),
-		"node_name", str_or_empty(DIG(item, "spec", "nodeName")),
-		"containers", containers, "restarts", restarts);
+	    "{s:s, s:s, s:o, s:b, s:s, s:s, s:s, s:o, s:I}", "name",
+	    str_or_empty(json_object_get(meta, "name")), "namespace",
+	    str_or_empty(json_object_get(meta, "namespace")), "labels",
+	    obj_or_empty(json_object_get(meta, "labels")), "ready",
+	    condition_true(json_object_get(status, "conditions"), "Ready"),
+	    "created_at",
+	    str_or_empty(json_object_get(meta, "creationTimestamp")), "phase",
+	    str_or_empty(json_object_get(status, "phase")), "node_name",
+	    str_or_empty(DIG(item, "spec", "nodeName")), "containers",
+	    containers, "restarts", restarts);
 }
 
 /* One attempt at reading every page of @path (+ @query, "" for none). */
-static int list_pages(struct k8s_client *c, const char *path,
-		      const char *query, summarize_fn fn, json_t *out,
-		      bool *expired, struct k8s_error *err)
+static int list_pages(struct k8s_client *c, const char *path, const char *query,
+		      summarize_fn fn, json_t *out, bool *expired,
+		      struct k8s_error *err)
 {
 	char *cont = NULL;
 	int ret = 0;
@@ -264,10 +256,10 @@ static int list_pages(struct k8s_client *c, const char *path,
 	*expired = false;
 	for (int page = 0;; page++) {
 		char *esc = cont ? k8s_query_escape(cont) : NULL;
-		char *url = k8s_strdup_printf("%s?limit=%d%s%s%s%s", path,
-					      c->sh->list_page_limit, *query ? "&" : "",
-					      query, esc ? "&continue=" : "",
-					      esc ? esc : "");
+		char *url = k8s_strdup_printf(
+		    "%s?limit=%d%s%s%s%s", path, c->sh->list_page_limit,
+		    *query ? "&" : "", query, esc ? "&continue=" : "",
+		    esc ? esc : "");
 		json_t *list = NULL, *items, *item;
 		size_t i;
 
@@ -296,12 +288,12 @@ static int list_pages(struct k8s_client *c, const char *path,
 			break;
 		}
 		json_array_foreach(items, i, item)
-			json_array_append_new(out, fn(item));
+		    json_array_append_new(out, fn(item));
 		free(cont);
 		cont = NULL;
 		{
 			const char *next = json_string_value(
-				DIG(list, "metadata", "continue"));
+			    DIG(list, "metadata", "continue"));
 
 			if (next && *next)
 				cont = xstrdup(next);
@@ -315,17 +307,16 @@ static int list_pages(struct k8s_client *c, const char *path,
 }
 
 /* Every item of the collection @path as summaries: a new array in *out. */
-static int list_all(struct k8s_client *c, const char *path,
-		    const char *query, summarize_fn fn, json_t **out,
-		    struct k8s_error *err)
+static int list_all(struct k8s_client *c, const char *path, const char *query,
+		    summarize_fn fn, json_t **out, struct k8s_error *err)
 {
 	json_t *arr = json_array();
 	bool expired;
 	int ret = list_pages(c, path, query, fn, arr, &expired, err);
 
 	if (ret < 0 && expired) {
-		LOG_INFO("continue token expired, listing again",
-			 "path=%s", path);
+		LOG_INFO("continue token expired, listing again", "path=%s",
+			 path);
 		json_array_clear(arr);
 		ret = list_pages(c, path, query, fn, arr, &expired, err);
 	}
@@ -344,7 +335,7 @@ static json_t *count_only(json_t *item)
 }
 
 static const char *const resource_types[] = {
-	"nodes", "namespaces", "deployments", "services", "pods",
+    "nodes", "namespaces", "deployments", "services", "pods",
 };
 
 json_t *k8s_op_get_resources(struct k8s_client *c, json_t *data,
@@ -357,7 +348,8 @@ json_t *k8s_op_get_resources(struct k8s_client *c, json_t *data,
 	size_t i;
 
 	if (data && !json_is_object(data) && !json_is_null(data)) {
-		k8s_error_set(err, 0, "Invalid", "invalid get_resources "
+		k8s_error_set(err, 0, "Invalid",
+			      "invalid get_resources "
 			      "request: data must be a JSON object");
 		return NULL;
 	}
@@ -368,9 +360,9 @@ json_t *k8s_op_get_resources(struct k8s_client *c, json_t *data,
 			k8s_error_set(err, 0, "Invalid",
 				      "invalid get_resources request: "
 				      "namespace: invalid value \"%.100s\": %s",
-				      ns ? ns : "", ns ?
-				      k8s_dns1123_label_problem(ns) :
-				      "must be a string");
+				      ns ? ns : "",
+				      ns ? k8s_dns1123_label_problem(ns)
+					 : "must be a string");
 			return NULL;
 		}
 		if (!*ns)
@@ -389,7 +381,8 @@ json_t *k8s_op_get_resources(struct k8s_client *c, json_t *data,
 				      "resource_type: unsupported value "
 				      "\"%.40s\": supported values: nodes, "
 				      "namespaces, deployments, services, "
-				      "pods", type ? type : "");
+				      "pods",
+				      type ? type : "");
 			return NULL;
 		}
 	}
@@ -399,8 +392,8 @@ json_t *k8s_op_get_resources(struct k8s_client *c, json_t *data,
 	reply = json_pack("{s:b}", "success", 1);
 	for (i = 0; i < ARRAY_SIZE(resource_types); i++) {
 		static const summarize_fn fns[] = {
-			node_summary, namespace_summary, deployment_summary,
-			service_summary, pod_summary,
+		    node_summary,    namespace_summary, deployment_summary,
+		    service_summary, pod_summary,
 		};
 		const char *t = resource_types[i];
 
@@ -415,15 +408,14 @@ json_t *k8s_op_get_resources(struct k8s_client *c, json_t *data,
 			path = xstrdup("/api/v1/namespaces");
 			if (ns)
 				q = k8s_strdup_printf(
-					"fieldSelector=metadata.name%%3D%s",
-					ns);
+				    "fieldSelector=metadata.name%%3D%s", ns);
 		} else {
-			const char *group = i == 2 ? "/apis/apps/v1" :
-						     "/api/v1";
+			const char *group =
+			    i == 2 ? "/apis/apps/v1" : "/api/v1";
 
 			path = ns ? k8s_strdup_printf("%s/namespaces/%s/%s",
-						      group, ns, t) :
-				    k8s_strdup_printf("%s/%s", group, t);
+						      group, ns, t)
+				  : k8s_strdup_printf("%s/%s", group, t);
 		}
 		if (list_all(c, path, q ? q : "", fns[i], &list, err) < 0) {
 			json_decref(reply);
@@ -434,13 +426,13 @@ json_t *k8s_op_get_resources(struct k8s_client *c, json_t *data,
 	}
 	if (!type)
 		json_object_set_new(
-			reply, "metrics",
-			json_pack("{s:I, s:I}", "pod_count",
-				  (json_int_t)json_array_size(
-					  json_object_get(reply, "pods")),
-				  "node_count",
-				  (json_int_t)json_array_size(
-					  json_object_get(reply, "nodes"))));
+		    reply, "metrics",
+		    json_pack("{s:I, s:I}", "pod_count",
+			      (json_int_t)json_array_size(
+				  json_object_get(reply, "pods")),
+			      "node_count",
+			      (json_int_t)json_array_size(
+				  json_object_get(reply, "nodes"))));
 	if (ns)
 		json_object_set_new(reply, "namespace", json_string(ns));
 	clock_wall_rfc3339(ts, sizeof(ts));

@@ -24,19 +24,19 @@
 #include "k8s/status.h"
 #include "k8s/validate.h"
 
-#define FIELD_MANAGER "pipeops-agent"
-#define APPLY_QUERY "?fieldManager=" FIELD_MANAGER "&force=true"
-#define APPLY_TYPE "application/apply-patch+yaml"
-#define MAX_PORTS 64
-#define MAX_CONFLICT_RETRIES 5
+#define FIELD_MANAGER	      "pipeops-agent"
+#define APPLY_QUERY	      "?fieldManager=" FIELD_MANAGER "&force=true"
+#define APPLY_TYPE	      "application/apply-patch+yaml"
+#define MAX_PORTS	      64
+#define MAX_CONFLICT_RETRIES  5
 #define MAX_ANNOTATIONS_BYTES (256 * 1024)
-#define INT32_MAX_VALUE 2147483647LL
+#define INT32_MAX_VALUE	      2147483647LL
 
 struct deploy_port {
 	json_int_t container_port;
 	json_int_t service_port;
-	const char *name;          /* borrowed from the request; may be NULL */
-	const char *protocol;      /* static or borrowed */
+	const char *name;     /* borrowed from the request; may be NULL */
+	const char *protocol; /* static or borrowed */
 };
 
 /* A validated deploy request; strings and objects borrowed from data. */
@@ -48,16 +48,15 @@ struct deploy_req {
 	json_int_t replicas;
 	struct deploy_port ports[MAX_PORTS];
 	size_t nports;
-	json_t *env;               /* object or NULL */
-	json_t *resources;         /* object or NULL */
-	json_t *labels;            /* object or NULL */
-	json_t *annotations;       /* object or NULL */
+	json_t *env;	     /* object or NULL */
+	json_t *resources;   /* object or NULL */
+	json_t *labels;	     /* object or NULL */
+	json_t *annotations; /* object or NULL */
 };
 
 /* Fills @err with "invalid <op> request: <text>" (code 0, Invalid). */
-__attribute__((format(printf, 3, 4)))
-static int invalid(struct k8s_error *err, const char *op, const char *fmt,
-		   ...)
+__attribute__((format(printf, 3, 4))) static int
+invalid(struct k8s_error *err, const char *op, const char *fmt, ...)
 {
 	char tmp[2 * sizeof(err->message)];
 	va_list ap;
@@ -102,14 +101,16 @@ static int check_name_ns(struct k8s_client *c, json_t *data, const char *op,
 		return invalid(err, op, "name: must be a string");
 	s = json_string_value(v);
 	if (label && !k8s_is_dns1123_label(s))
-		return invalid(err, op, "name: invalid value \"%.100s\": %s",
-			       s, k8s_dns1123_label_problem(s));
+		return invalid(err, op, "name: invalid value \"%.100s\": %s", s,
+			       k8s_dns1123_label_problem(s));
 	if (!label && !k8s_is_dns1123_subdomain(s))
-		return invalid(err, op, "name: invalid value \"%.100s\": a "
+		return invalid(err, op,
+			       "name: invalid value \"%.100s\": a "
 			       "lowercase RFC 1123 subdomain must consist of "
 			       "lower case alphanumeric characters, '-' or "
 			       "'.', and must start and end with an "
-			       "alphanumeric character", s);
+			       "alphanumeric character",
+			       s);
 	*name = s;
 	v = opt(data, "namespace");
 	if (!v || (json_is_string(v) && !*json_string_value(v))) {
@@ -120,16 +121,17 @@ static int check_name_ns(struct k8s_client *c, json_t *data, const char *op,
 		return invalid(err, op, "namespace: must be a string");
 	s = json_string_value(v);
 	if (!k8s_is_dns1123_label(s))
-		return invalid(err, op, "namespace: invalid value \"%.100s\": "
-			       "%s", s, k8s_dns1123_label_problem(s));
+		return invalid(err, op,
+			       "namespace: invalid value \"%.100s\": "
+			       "%s",
+			       s, k8s_dns1123_label_problem(s));
 	*ns = s;
 	return 0;
 }
 
 /* Integer field in [lo, hi]; @what names it in messages. */
-static int check_int(json_t *v, const char *op, const char *what,
-		     json_int_t lo, json_int_t hi, json_int_t *out,
-		     struct k8s_error *err)
+static int check_int(json_t *v, const char *op, const char *what, json_int_t lo,
+		     json_int_t hi, json_int_t *out, struct k8s_error *err)
 {
 	json_int_t n;
 
@@ -157,30 +159,38 @@ static int check_replicas(json_t *v, const char *op, json_int_t *out,
 			  struct k8s_error *err)
 {
 	if (json_is_integer(v) && json_integer_value(v) < 0)
-		return invalid(err, op, "replicas: %lld must be greater than "
+		return invalid(err, op,
+			       "replicas: %lld must be greater than "
 			       "or equal to 0",
 			       (long long)json_integer_value(v));
 	return check_int(v, op, "replicas", 0, INT32_MAX_VALUE, out, err);
 }
 
 /* An object whose values are all strings; keys checked with @key_ok. */
-static int check_string_map(json_t *m, const char *field, bool (*key_ok)(
-				    const char *), const char *key_rule,
+static int check_string_map(json_t *m, const char *field,
+			    bool (*key_ok)(const char *), const char *key_rule,
 			    struct k8s_error *err)
 {
 	const char *k;
 	json_t *v;
 
 	if (!json_is_object(m))
-		return invalid(err, "deploy", "%s: must be an object of "
-			       "strings", field);
-	json_object_foreach(m, k, v) {
+		return invalid(err, "deploy",
+			       "%s: must be an object of "
+			       "strings",
+			       field);
+	json_object_foreach(m, k, v)
+	{
 		if (!key_ok(k))
-			return invalid(err, "deploy", "%s: invalid key "
-				       "\"%.100s\": %s", field, k, key_rule);
+			return invalid(err, "deploy",
+				       "%s: invalid key "
+				       "\"%.100s\": %s",
+				       field, k, key_rule);
 		if (!json_is_string(v))
-			return invalid(err, "deploy", "%s.%.100s: value must "
-				       "be a string", field, k);
+			return invalid(err, "deploy",
+				       "%s.%.100s: value must "
+				       "be a string",
+				       field, k);
 	}
 	return 0;
 }
@@ -196,21 +206,26 @@ static int check_ports(json_t *ports, struct deploy_req *r,
 	if (json_array_size(ports) > MAX_PORTS)
 		return invalid(err, "deploy", "ports: more than %d entries",
 			       MAX_PORTS);
-	json_array_foreach(ports, i, p) {
+	json_array_foreach(ports, i, p)
+	{
 		struct deploy_port *dp = &r->ports[i];
 		json_t *v;
 		char what[48];
 
 		if (!json_is_object(p))
-			return invalid(err, "deploy", "ports[%zu]: must be an "
-				       "object", i);
+			return invalid(err, "deploy",
+				       "ports[%zu]: must be an "
+				       "object",
+				       i);
 		v = opt(p, "container_port");
 		if (!v)
-			return invalid(err, "deploy", "ports[%zu]."
-				       "container_port: required", i);
+			return invalid(err, "deploy",
+				       "ports[%zu]."
+				       "container_port: required",
+				       i);
 		strfmt(what, sizeof(what), "ports[%zu].container_port", i);
-		if (check_int(v, "deploy", what, 1, 65535,
-			      &dp->container_port, err))
+		if (check_int(v, "deploy", what, 1, 65535, &dp->container_port,
+			      err))
 			return -EINVAL;
 		dp->service_port = dp->container_port;
 		v = opt(p, "service_port");
@@ -220,17 +235,19 @@ static int check_ports(json_t *ports, struct deploy_req *r,
 			return -EINVAL;
 		dp->name = NULL;
 		v = opt(p, "name");
-		if (v && (!json_is_string(v) ||
-			  *json_string_value(v))) {
+		if (v && (!json_is_string(v) || *json_string_value(v))) {
 			if (!json_is_string(v) ||
 			    !k8s_is_port_name(json_string_value(v)))
-				return invalid(err, "deploy", "ports[%zu].name:"
-					       " invalid value \"%.40s\": must "
-					       "be at most 15 lower case "
-					       "letters, digits or '-', with at "
-					       "least one letter", i,
-					       json_is_string(v) ?
-					       json_string_value(v) : "");
+				return invalid(
+				    err, "deploy",
+				    "ports[%zu].name:"
+				    " invalid value \"%.40s\": must "
+				    "be at most 15 lower case "
+				    "letters, digits or '-', with at "
+				    "least one letter",
+				    i,
+				    json_is_string(v) ? json_string_value(v)
+						      : "");
 			dp->name = json_string_value(v);
 		}
 		dp->protocol = "TCP";
@@ -240,11 +257,12 @@ static int check_ports(json_t *ports, struct deploy_req *r,
 
 			if (!s || (strcmp(s, "TCP") && strcmp(s, "UDP") &&
 				   strcmp(s, "SCTP")))
-				return invalid(err, "deploy", "ports[%zu]."
+				return invalid(err, "deploy",
+					       "ports[%zu]."
 					       "protocol: unsupported value "
 					       "\"%.20s\": supported values: "
-					       "TCP, UDP, SCTP", i,
-					       s ? s : "");
+					       "TCP, UDP, SCTP",
+					       i, s ? s : "");
 			dp->protocol = s;
 		}
 		for (size_t j = 0; j < i; j++) {
@@ -252,22 +270,25 @@ static int check_ports(json_t *ports, struct deploy_req *r,
 
 			if (o->container_port == dp->container_port &&
 			    !strcmp(o->protocol, dp->protocol))
-				return invalid(err, "deploy", "ports[%zu]: "
+				return invalid(err, "deploy",
+					       "ports[%zu]: "
 					       "duplicate container_port "
-					       "%lld/%s", i,
-					       (long long)dp->container_port,
+					       "%lld/%s",
+					       i, (long long)dp->container_port,
 					       dp->protocol);
 			if (o->service_port == dp->service_port &&
 			    !strcmp(o->protocol, dp->protocol))
-				return invalid(err, "deploy", "ports[%zu]: "
+				return invalid(err, "deploy",
+					       "ports[%zu]: "
 					       "duplicate service_port "
-					       "%lld/%s", i,
-					       (long long)dp->service_port,
+					       "%lld/%s",
+					       i, (long long)dp->service_port,
 					       dp->protocol);
 			if (o->name && dp->name && !strcmp(o->name, dp->name))
-				return invalid(err, "deploy", "ports[%zu].name:"
-					       " duplicate value \"%s\"", i,
-					       dp->name);
+				return invalid(err, "deploy",
+					       "ports[%zu].name:"
+					       " duplicate value \"%s\"",
+					       i, dp->name);
 		}
 	}
 	r->nports = json_array_size(ports);
@@ -281,42 +302,54 @@ static int check_resources(json_t *res, struct k8s_error *err)
 
 	if (!json_is_object(res))
 		return invalid(err, "deploy", "resources: must be an object");
-	json_object_foreach(res, kind, m) {
+	json_object_foreach(res, kind, m)
+	{
 		if (strcmp(kind, "limits") && strcmp(kind, "requests"))
-			return invalid(err, "deploy", "resources.%.40s: "
+			return invalid(err, "deploy",
+				       "resources.%.40s: "
 				       "unsupported key: supported keys: "
-				       "limits, requests", kind);
+				       "limits, requests",
+				       kind);
 		if (json_is_null(m))
 			continue;
 		if (!json_is_object(m))
-			return invalid(err, "deploy", "resources.%s: must be "
-				       "an object", kind);
-		json_object_foreach(m, rname, q) {
+			return invalid(err, "deploy",
+				       "resources.%s: must be "
+				       "an object",
+				       kind);
+		json_object_foreach(m, rname, q)
+		{
 			if (!k8s_is_resource_name(rname))
-				return invalid(err, "deploy", "resources.%s."
+				return invalid(err, "deploy",
+					       "resources.%s."
 					       "%.60s: unknown resource name: "
 					       "use cpu, memory, "
 					       "ephemeral-storage, "
 					       "hugepages-<size> or a "
-					       "domain-prefixed name", kind,
-					       rname);
+					       "domain-prefixed name",
+					       kind, rname);
 			if (json_is_integer(q) && json_integer_value(q) >= 0)
 				continue;
 			if (!json_is_string(q))
-				return invalid(err, "deploy", "resources.%s."
+				return invalid(err, "deploy",
+					       "resources.%s."
 					       "%s: must be a quantity string "
 					       "such as \"500m\" or \"128Mi\"",
 					       kind, rname);
 			if (!k8s_is_quantity(json_string_value(q)))
-				return invalid(err, "deploy", "resources.%s."
-					       "%s: invalid quantity \"%.40s\" "
-					       "(expected e.g. \"500m\", \"2\", "
-					       "\"128Mi\", \"1G\")", kind,
-					       rname, json_string_value(q));
+				return invalid(
+				    err, "deploy",
+				    "resources.%s."
+				    "%s: invalid quantity \"%.40s\" "
+				    "(expected e.g. \"500m\", \"2\", "
+				    "\"128Mi\", \"1G\")",
+				    kind, rname, json_string_value(q));
 			if (json_string_value(q)[0] == '-')
-				return invalid(err, "deploy", "resources.%s."
+				return invalid(err, "deploy",
+					       "resources.%s."
 					       "%s: %.40s must be greater than "
-					       "or equal to 0", kind, rname,
+					       "or equal to 0",
+					       kind, rname,
 					       json_string_value(q));
 		}
 	}
@@ -346,7 +379,8 @@ static int check_deploy(struct k8s_client *c, json_t *data,
 	if (!v || (json_is_string(v) && !*json_string_value(v)))
 		return invalid(err, "deploy", "image: required");
 	if (!json_is_string(v) || !image_ok(json_string_value(v)))
-		return invalid(err, "deploy", "image: must be a string without "
+		return invalid(err, "deploy",
+			       "image: must be a string without "
 			       "spaces or control characters");
 	r->image = json_string_value(v);
 	v = opt(data, "replicas");
@@ -359,17 +393,19 @@ static int check_deploy(struct k8s_client *c, json_t *data,
 	if (v && check_ports(v, r, err))
 		return -EINVAL;
 	if (r->nports > 0 && !k8s_is_dns1035_label(r->name))
-		return invalid(err, "deploy", "name: invalid value \"%s\": a "
+		return invalid(err, "deploy",
+			       "name: invalid value \"%s\": a "
 			       "Service is created for the ports, and a "
 			       "Service name must start with a letter",
 			       r->name);
 	r->env = opt(data, "environment");
-	if (r->env && check_string_map(r->env, "environment",
-				       k8s_is_env_var_name,
-				       "an environment variable name must "
-				       "consist of alphabetic characters, "
-				       "digits, '_', '-', or '.', and must "
-				       "not start with a digit", err))
+	if (r->env &&
+	    check_string_map(r->env, "environment", k8s_is_env_var_name,
+			     "an environment variable name must "
+			     "consist of alphabetic characters, "
+			     "digits, '_', '-', or '.', and must "
+			     "not start with a digit",
+			     err))
 		return -EINVAL;
 	r->resources = opt(data, "resources");
 	if (r->resources && check_resources(r->resources, err))
@@ -378,27 +414,31 @@ static int check_deploy(struct k8s_client *c, json_t *data,
 	if (r->labels) {
 		const char *k;
 
-		if (check_string_map(r->labels, "labels",
-				     k8s_is_qualified_name,
+		if (check_string_map(r->labels, "labels", k8s_is_qualified_name,
 				     "must be [prefix/]name with name at "
 				     "most 63 alphanumerics, '-', '_' or '.'",
 				     err))
 			return -EINVAL;
-		json_object_foreach(r->labels, k, v) {
+		json_object_foreach(r->labels, k, v)
+		{
 			if (!k8s_is_label_value(json_string_value(v)))
-				return invalid(err, "deploy", "labels.%s: "
-					       "invalid value \"%.70s\": must be "
-					       "empty or at most 63 "
-					       "alphanumerics, '-', '_' or '.', "
-					       "starting and ending with an "
-					       "alphanumeric", k,
-					       json_string_value(v));
+				return invalid(
+				    err, "deploy",
+				    "labels.%s: "
+				    "invalid value \"%.70s\": must be "
+				    "empty or at most 63 "
+				    "alphanumerics, '-', '_' or '.', "
+				    "starting and ending with an "
+				    "alphanumeric",
+				    k, json_string_value(v));
 		}
 		app = json_string_value(json_object_get(r->labels, "app"));
 		if (app && strcmp(app, r->name))
-			return invalid(err, "deploy", "labels.app: must be "
+			return invalid(err, "deploy",
+				       "labels.app: must be "
 				       "\"%s\" or absent: the selector is "
-				       "app=<name>", r->name);
+				       "app=<name>",
+				       r->name);
 	}
 	r->annotations = opt(data, "annotations");
 	if (r->annotations) {
@@ -411,10 +451,11 @@ static int check_deploy(struct k8s_client *c, json_t *data,
 				     "most 63 alphanumerics, '-', '_' or '.'",
 				     err))
 			return -EINVAL;
-		json_object_foreach(r->annotations, k, v)
-			total += strlen(k) + json_string_length(v);
+		json_object_foreach(r->annotations, k, v) total +=
+		    strlen(k) + json_string_length(v);
 		if (total > MAX_ANNOTATIONS_BYTES)
-			return invalid(err, "deploy", "annotations: may not be "
+			return invalid(err, "deploy",
+				       "annotations: may not be "
 				       "more than 256 KiB in total");
 	}
 	return 0;
@@ -445,14 +486,12 @@ static json_t *env_list(json_t *env)
 	json_t *list = json_array(), *v;
 	const char *k;
 
-	json_object_foreach(env, k, v)
-		keys[i++] = k;
+	json_object_foreach(env, k, v) keys[i++] = k;
 	qsort(keys, n, sizeof(*keys), cmp_str);
 	for (i = 0; i < n; i++)
-		json_array_append_new(list, json_pack("{s:s, s:O}", "name",
-						      keys[i], "value",
-						      json_object_get(env,
-								      keys[i])));
+		json_array_append_new(
+		    list, json_pack("{s:s, s:O}", "name", keys[i], "value",
+				    json_object_get(env, keys[i])));
 	free(keys);
 	return list;
 }
@@ -464,13 +503,15 @@ static json_t *resources_obj(json_t *res)
 	const char *kind, *rname;
 	char num[32];
 
-	json_object_foreach(res, kind, m) {
+	json_object_foreach(res, kind, m)
+	{
 		json_t *o;
 
 		if (!json_is_object(m))
 			continue;
 		o = json_object();
-		json_object_foreach(m, rname, q) {
+		json_object_foreach(m, rname, q)
+		{
 			if (json_is_integer(q)) {
 				strfmt(num, sizeof(num), "%lld",
 				       (long long)json_integer_value(q));
@@ -489,25 +530,23 @@ static json_t *deployment_manifest(const struct deploy_req *r)
 {
 	json_t *meta, *container, *spec, *d;
 
-	meta = json_pack("{s:s, s:s, s:o}", "name", r->name, "namespace",
-			 r->ns, "labels", labels_for(r));
+	meta = json_pack("{s:s, s:s, s:o}", "name", r->name, "namespace", r->ns,
+			 "labels", labels_for(r));
 	if (r->annotations && json_object_size(r->annotations))
 		json_object_set(meta, "annotations", r->annotations);
-	container = json_pack("{s:s, s:s}", "name", r->name, "image",
-			      r->image);
+	container = json_pack("{s:s, s:s}", "name", r->name, "image", r->image);
 	if (r->nports) {
 		json_t *ports = json_array();
 
 		for (size_t i = 0; i < r->nports; i++) {
-			json_t *p = json_pack(
-				"{s:I, s:s}", "containerPort",
-				(json_int_t)r->ports[i].container_port,
-				"protocol", r->ports[i].protocol);
+			json_t *p =
+			    json_pack("{s:I, s:s}", "containerPort",
+				      (json_int_t)r->ports[i].container_port,
+				      "protocol", r->ports[i].protocol);
 
 			if (r->ports[i].name)
 				json_object_set_new(
-					p, "name",
-					json_string(r->ports[i].name));
+				    p, "name", json_string(r->ports[i].name));
 			json_array_append_new(ports, p);
 		}
 		json_object_set_new(container, "ports", ports);
@@ -517,15 +556,15 @@ static json_t *deployment_manifest(const struct deploy_req *r)
 	if (r->resources)
 		json_object_set_new(container, "resources",
 				    resources_obj(r->resources));
-	spec = json_pack("{s:{s:{s:s}}, s:{s:{s:o}, s:{s:[o]}}}",
-			 "selector", "matchLabels", "app", r->name,
-			 "template", "metadata", "labels", labels_for(r),
-			 "spec", "containers", container);
+	spec =
+	    json_pack("{s:{s:{s:s}}, s:{s:{s:o}, s:{s:[o]}}}", "selector",
+		      "matchLabels", "app", r->name, "template", "metadata",
+		      "labels", labels_for(r), "spec", "containers", container);
 	if (r->has_replicas)
 		json_object_set_new(spec, "replicas",
 				    json_integer(r->replicas));
-	d = json_pack("{s:s, s:s, s:o, s:o}", "apiVersion", "apps/v1",
-		      "kind", "Deployment", "metadata", meta, "spec", spec);
+	d = json_pack("{s:s, s:s, s:o, s:o}", "apiVersion", "apps/v1", "kind",
+		      "Deployment", "metadata", meta, "spec", spec);
 	return d;
 }
 
@@ -537,19 +576,19 @@ static json_t *service_manifest(const struct deploy_req *r)
 
 	for (size_t i = 0; i < r->nports; i++) {
 		const struct deploy_port *dp = &r->ports[i];
-		json_t *p = json_pack("{s:I, s:I, s:s}", "port",
-				      (json_int_t)dp->service_port,
-				      "targetPort",
-				      (json_int_t)dp->container_port,
-				      "protocol", dp->protocol);
+		json_t *p = json_pack(
+		    "{s:I, s:I, s:s}", "port", (json_int_t)dp->service_port,
+		    "targetPort", (json_int_t)dp->container_port, "protocol",
+		    dp->protocol);
 
 		/* A Service with several ports needs a name on each. */
 		if (dp->name) {
 			json_object_set_new(p, "name", json_string(dp->name));
 		} else if (r->nports > 1) {
 			strfmt(gen, sizeof(gen), "%s-%lld",
-			       !strcmp(dp->protocol, "TCP") ? "tcp" :
-			       !strcmp(dp->protocol, "UDP") ? "udp" : "sctp",
+			       !strcmp(dp->protocol, "TCP")   ? "tcp"
+			       : !strcmp(dp->protocol, "UDP") ? "udp"
+							      : "sctp",
 			       (long long)dp->service_port);
 			json_object_set_new(p, "name", json_string(gen));
 		}
@@ -557,11 +596,10 @@ static json_t *service_manifest(const struct deploy_req *r)
 	}
 	return json_pack("{s:s, s:s, s:{s:s, s:s, s:o}, "
 			 "s:{s:s, s:{s:s}, s:o}}",
-			 "apiVersion", "v1", "kind", "Service",
-			 "metadata", "name", r->name, "namespace", r->ns,
-			 "labels", labels_for(r),
-			 "spec", "type", "ClusterIP", "selector", "app",
-			 r->name, "ports", ports);
+			 "apiVersion", "v1", "kind", "Service", "metadata",
+			 "name", r->name, "namespace", r->ns, "labels",
+			 labels_for(r), "spec", "type", "ClusterIP", "selector",
+			 "app", r->name, "ports", ports);
 }
 
 /* Object values of @src merged into @dst recursively; arrays and scalars
@@ -571,7 +609,8 @@ static void merge_into(json_t *dst, json_t *src)
 	const char *k;
 	json_t *v;
 
-	json_object_foreach(src, k, v) {
+	json_object_foreach(src, k, v)
+	{
 		json_t *d = json_object_get(dst, k);
 
 		if (json_is_object(v) && json_is_object(d))
@@ -591,16 +630,16 @@ static int create_or_replace(struct k8s_client *c, const char *coll_path,
 			     const char *obj_path, json_t *manifest,
 			     json_t **out, struct k8s_error *err)
 {
-	char *q = k8s_strdup_printf("%s?fieldManager=" FIELD_MANAGER,
-				    coll_path);
-	char *oq = k8s_strdup_printf("%s?fieldManager=" FIELD_MANAGER,
-				     obj_path);
+	char *q =
+	    k8s_strdup_printf("%s?fieldManager=" FIELD_MANAGER, coll_path);
+	char *oq =
+	    k8s_strdup_printf("%s?fieldManager=" FIELD_MANAGER, obj_path);
 	json_t *live = NULL;
 	int ret = -EIO;
 
 	for (int attempt = 0; attempt < MAX_CONFLICT_RETRIES; attempt++) {
-		ret = k8s_call(c, "GET", obj_path, NULL, NULL, &live, NULL,
-			       err);
+		ret =
+		    k8s_call(c, "GET", obj_path, NULL, NULL, &live, NULL, err);
 		if (ret < 0 && err->code == 404) {
 			ret = k8s_call(c, "POST", q, NULL, manifest, out, NULL,
 				       err);
@@ -632,12 +671,13 @@ static int apply(struct k8s_client *c, const char *coll_path,
 		 struct k8s_error *err)
 {
 	char *path = k8s_strdup_printf("%s" APPLY_QUERY, obj_path);
-	int ret = k8s_call(c, "PATCH", path, APPLY_TYPE, manifest, out, NULL,
-			   err);
+	int ret =
+	    k8s_call(c, "PATCH", path, APPLY_TYPE, manifest, out, NULL, err);
 
 	if (ret < 0 && err->code == 415) {
 		LOG_INFO("server-side apply not supported, using GET and "
-			 "POST/PUT", "path=%s", obj_path);
+			 "POST/PUT",
+			 "path=%s", obj_path);
 		ret = create_or_replace(c, coll_path, obj_path, manifest, out,
 					err);
 	}
@@ -645,8 +685,7 @@ static int apply(struct k8s_client *c, const char *coll_path,
 	return ret;
 }
 
-json_t *k8s_op_deploy(struct k8s_client *c, json_t *data,
-		      struct k8s_error *err)
+json_t *k8s_op_deploy(struct k8s_client *c, json_t *data, struct k8s_error *err)
 {
 	struct deploy_req r;
 	json_t *dep = NULL, *svc = NULL, *stored = NULL, *reply = NULL;
@@ -657,23 +696,20 @@ json_t *k8s_op_deploy(struct k8s_client *c, json_t *data,
 		return NULL;
 
 	dep = deployment_manifest(&r);
-	coll = k8s_strdup_printf("/apis/apps/v1/namespaces/%s/deployments",
-				 r.ns);
+	coll =
+	    k8s_strdup_printf("/apis/apps/v1/namespaces/%s/deployments", r.ns);
 	obj = k8s_strdup_printf("%s/%s", coll, r.name);
 	if (apply(c, coll, obj, dep, &stored, err))
 		goto out_free;
 	meta = json_object_get(stored, "metadata");
-	reply = json_pack("{s:b, s:s++++, s:{s:s, s:s, s:s, s:I, s:s}}",
-			  "success", 1, "message", "deployment ", r.ns, "/",
-			  r.name, " applied", "deployment", "name", r.name,
-			  "namespace", r.ns, "uid",
-			  str_or_empty(json_object_get(meta, "uid")),
-			  "generation",
-			  json_integer_value(json_object_get(meta,
-							     "generation")),
-			  "resource_version",
-			  str_or_empty(json_object_get(meta,
-						       "resourceVersion")));
+	reply = json_pack(
+	    "{s:b, s:s++++, s:{s:s, s:s, s:s, s:I, s:s}}", "success", 1,
+	    "message", "deployment ", r.ns, "/", r.name, " applied",
+	    "deployment", "name", r.name, "namespace", r.ns, "uid",
+	    str_or_empty(json_object_get(meta, "uid")), "generation",
+	    json_integer_value(json_object_get(meta, "generation")),
+	    "resource_version",
+	    str_or_empty(json_object_get(meta, "resourceVersion")));
 	json_decref(stored);
 	stored = NULL;
 	if (r.nports == 0)
@@ -692,7 +728,7 @@ json_t *k8s_op_deploy(struct k8s_client *c, json_t *data,
 	{
 		json_t *s = json_pack("{s:s}", "name", r.name);
 		const char *ip = json_string_value(json_object_get(
-			json_object_get(stored, "spec"), "clusterIP"));
+		    json_object_get(stored, "spec"), "clusterIP"));
 
 		if (ip && *ip)
 			json_object_set_new(s, "cluster_ip", json_string(ip));
@@ -707,8 +743,7 @@ out_free:
 	return reply;
 }
 
-json_t *k8s_op_delete(struct k8s_client *c, json_t *data,
-		      struct k8s_error *err)
+json_t *k8s_op_delete(struct k8s_client *c, json_t *data, struct k8s_error *err)
 {
 	const char *name, *ns;
 	char *path = NULL;
@@ -720,8 +755,7 @@ json_t *k8s_op_delete(struct k8s_client *c, json_t *data,
 	if (check_name_ns(c, data, "delete", false, &name, &ns, err))
 		return NULL;
 	opts = json_pack("{s:s, s:s, s:s}", "kind", "DeleteOptions",
-			 "apiVersion", "v1", "propagationPolicy",
-			 "Background");
+			 "apiVersion", "v1", "propagationPolicy", "Background");
 	path = k8s_strdup_printf("/apis/apps/v1/namespaces/%s/deployments/%s",
 				 ns, name);
 	ret = k8s_call(c, "DELETE", path, NULL, opts, NULL, NULL, &dep_err);
@@ -734,8 +768,7 @@ json_t *k8s_op_delete(struct k8s_client *c, json_t *data,
 	/* The Service goes too, even when the Deployment was already gone
 	 * (a retried delete must still clean up). A missing one is fine. */
 	free(path);
-	path = k8s_strdup_printf("/api/v1/namespaces/%s/services/%s", ns,
-				 name);
+	path = k8s_strdup_printf("/api/v1/namespaces/%s/services/%s", ns, name);
 	ret = k8s_call(c, "DELETE", path, NULL, opts, NULL, NULL, err);
 	if (ret < 0 && err->code != 404) {
 		if (!dep_missing) {
@@ -744,7 +777,8 @@ json_t *k8s_op_delete(struct k8s_client *c, json_t *data,
 			snprintf(msg, sizeof(msg), "%s", err->message);
 			k8s_error_set(err, err->code, err->reason,
 				      "deployment %s/%s deleted, but deleting "
-				      "its service failed: %s", ns, name, msg);
+				      "its service failed: %s",
+				      ns, name, msg);
 		}
 		goto out_free;
 	}
@@ -753,18 +787,17 @@ json_t *k8s_op_delete(struct k8s_client *c, json_t *data,
 		*err = dep_err;
 		goto out_free;
 	}
-	reply = json_pack("{s:b, s:s++++, s:s, s:s, s:b}", "success", 1,
-			  "message", "deployment ", ns, "/", name, " deleted",
-			  "name", name, "namespace", ns, "service_deleted",
-			  svc_deleted);
+	reply =
+	    json_pack("{s:b, s:s++++, s:s, s:s, s:b}", "success", 1, "message",
+		      "deployment ", ns, "/", name, " deleted", "name", name,
+		      "namespace", ns, "service_deleted", svc_deleted);
 out_free:
 	json_decref(opts);
 	free(path);
 	return reply;
 }
 
-json_t *k8s_op_scale(struct k8s_client *c, json_t *data,
-		     struct k8s_error *err)
+json_t *k8s_op_scale(struct k8s_client *c, json_t *data, struct k8s_error *err)
 {
 	const char *name, *ns;
 	json_t *v, *scale = NULL, *stored = NULL, *reply = NULL;
@@ -783,7 +816,7 @@ json_t *k8s_op_scale(struct k8s_client *c, json_t *data,
 		return NULL;
 
 	path = k8s_strdup_printf(
-		"/apis/apps/v1/namespaces/%s/deployments/%s/scale", ns, name);
+	    "/apis/apps/v1/namespaces/%s/deployments/%s/scale", ns, name);
 	for (int attempt = 0; attempt < MAX_CONFLICT_RETRIES; attempt++) {
 		json_t *spec;
 
@@ -797,11 +830,10 @@ json_t *k8s_op_scale(struct k8s_client *c, json_t *data,
 			spec = json_object();
 			json_object_set_new(scale, "spec", spec);
 		}
-		previous = json_integer_value(json_object_get(spec,
-							      "replicas"));
+		previous =
+		    json_integer_value(json_object_get(spec, "replicas"));
 		json_object_set_new(spec, "replicas", json_integer(replicas));
-		ret = k8s_call(c, "PUT", path, NULL, scale, &stored, NULL,
-			       err);
+		ret = k8s_call(c, "PUT", path, NULL, scale, &stored, NULL, err);
 		json_decref(scale);
 		scale = NULL;
 		if (ret == 0 || err->code != 409)
@@ -813,8 +845,8 @@ json_t *k8s_op_scale(struct k8s_client *c, json_t *data,
 	if (ret < 0)
 		goto out_free;
 	/* "spec": {} means 0 (replicas is omitempty). */
-	now = json_integer_value(json_object_get(
-		json_object_get(stored, "spec"), "replicas"));
+	now = json_integer_value(
+	    json_object_get(json_object_get(stored, "spec"), "replicas"));
 	strfmt(msg, sizeof(msg), "deployment %s/%s scaled to %lld", ns, name,
 	       (long long)now);
 	reply = json_pack("{s:b, s:s, s:s, s:s, s:I, s:I}", "success", 1,

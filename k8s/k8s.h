@@ -16,6 +16,46 @@
  * the API keeps its Status: err->code is the HTTP status and err->reason
  * the Status reason; a failure found before any call (validation) has
  * code 0.
+ *
+ * ERRORS (err->code / err->reason / message example)
+ *   HTTP answer with a Status body: its HTTP status / Status.reason /
+ *     Status.message (e.g. 404 NotFound `deployments.apps "web" not found`;
+ *     a Status without message gets "field: message" from details.causes).
+ *   HTTP error without a Status body (proxy page, "404 page not found"):
+ *     the HTTP status / the reason client-go would pick (503
+ *     ServiceUnavailable, 504 Timeout, other 5xx InternalError, 4xx by
+ *     code, else "") / "Kubernetes API returned HTTP 503
+ *     (ServiceUnavailable) for GET /path: <start of the body>".
+ *   code 0, transport:
+ *     "Unreachable"  refused, DNS failure or no connection within the
+ *                    connect timeout: "cannot reach the Kubernetes API at
+ *                    https://10.0.0.1:6443: Connection refused"
+ *     "Timeout"      connected but no full answer within request_timeout:
+ *                    "Kubernetes API request timed out after 30s (GET /p)"
+ *     "TLSError"     handshake or certificate verification failed
+ *     "ResponseTooLarge"  answer over 64 MiB (K8S_MAX_RESPONSE_BYTES)
+ *     "InvalidResponse"   2xx answer whose body is not the JSON expected
+ *     "TransportError"    any other libcurl failure (connection reset...)
+ *   code 0, "Invalid": the request failed validation before any call:
+ *     "invalid deploy request: ports[0].container_port: 70000 is out of
+ *     range 1..65535".
+ * Every message is valid UTF-8 and fits err->message (cut at a character).
+ *
+ * REPLIES (data objects; all carry "success": true)
+ *   deploy: message "deployment <ns>/<name> applied", deployment {name,
+ *     namespace, uid, generation, resource_version}, and with ports
+ *     service {name, cluster_ip}. Server-side apply, field manager
+ *     "pipeops-agent", force=true. Ports may carry "service_port"
+ *     (default: container_port).
+ *   delete: message, name, namespace, service_deleted (bool).
+ *   scale: message, name, namespace, replicas (new), previous_replicas.
+ *   get_resources: PROTOCOL.md 4.4; deployments also carry replicas,
+ *     ready_replicas, available_replicas, updated_replicas; services {name,
+ *     namespace, labels, type, cluster_ip, ports[{name, port, target_port,
+ *     protocol, node_port?}], selector, created_at}; namespaces {name,
+ *     status, labels, created_at}; pod containers [{name, image, ready,
+ *     restart_count, state}]. With resource_type only that list (plus
+ *     success, timestamp and, with a namespace filter, namespace).
  */
 #ifndef PIPEOPS_K8S_K8S_H
 #define PIPEOPS_K8S_K8S_H
@@ -44,15 +84,24 @@ struct k8s_error {
 	char message[512];    /* human-readable; names the field or object */
 };
 
-/* Strings in @s are copied. Returns NULL with a message in @err. */
+/* Strings in @s are copied (borrowed for the call). Reads token_file once
+ * (NULL with a message in @err if it cannot be read). Returns a new object
+ * that the caller frees with k8s_shared_free(). */
 struct k8s_shared *k8s_shared_new(const struct k8s_settings *s,
 				  struct k8s_error *err);
-void k8s_shared_free(struct k8s_shared *sh);  /* after every client */
+/* After every client of @sh is freed; NULL is fine. */
+void k8s_shared_free(struct k8s_shared *sh);
 
+/* A client for one thread at a time; @sh is borrowed and must outlive it.
+ * Returns NULL if curl cannot make a handle. Free with k8s_client_free()
+ * (NULL is fine). */
 struct k8s_client *k8s_client_new(struct k8s_shared *sh);
 void k8s_client_free(struct k8s_client *c);
 
-/* PROTOCOL.md 4.1 - 4.4. */
+/* PROTOCOL.md 4.1 - 4.4. @data is borrowed (NULL is taken as {} by
+ * get_resources); the reply is a new reference owned by the caller, or
+ * NULL with @err filled. Blocking: at most a few API calls, each bounded
+ * by request_timeout_ms. */
 json_t *k8s_op_deploy(struct k8s_client *c, json_t *data,
 		      struct k8s_error *err);
 json_t *k8s_op_delete(struct k8s_client *c, json_t *data,
@@ -62,7 +111,8 @@ json_t *k8s_op_scale(struct k8s_client *c, json_t *data,
 json_t *k8s_op_get_resources(struct k8s_client *c, json_t *data,
 			     struct k8s_error *err);
 
-/* {"version": "v1.32.0", "node_count": 3} for register; NULL on failure. */
+/* {"version": "v1.32.0", "node_count": 3} for register: a new reference,
+ * or NULL with @err filled. */
 json_t *k8s_cluster_info(struct k8s_client *c, struct k8s_error *err);
 
 #endif

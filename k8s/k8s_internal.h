@@ -31,43 +31,43 @@
 #define K8S_TOKEN_MAX_BYTES 65536
 
 struct k8s_shared {
-	char *api_server;          /* no trailing '/' */
-	char *token_file;          /* NULL: static token */
-	char *ca_file;             /* NULL: system bundle */
+	char *api_server; /* no trailing '/' */
+	char *token_file; /* NULL: static token */
+	char *ca_file;	  /* NULL: system bundle */
 	bool insecure_skip_verify;
-	char *default_namespace;   /* never NULL */
+	char *default_namespace; /* never NULL */
 	int64_t request_timeout_ms;
 	int64_t connect_timeout_ms;
-	int list_page_limit;       /* `limit` of list pages; tests lower it */
+	int list_page_limit; /* `limit` of list pages; tests lower it */
 
 	pthread_mutex_t token_lock;
-	char *token;               /* guarded by token_lock; NULL: none */
-	int64_t token_loaded_ms;   /* guarded by token_lock */
+	char *token;		 /* guarded by token_lock; NULL: none */
+	int64_t token_loaded_ms; /* guarded by token_lock */
 
 	CURLSH *share;
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 };
 
 struct k8s_buf {
-	char *data;                /* NUL-terminated when len > 0 */
+	char *data; /* NUL-terminated when len > 0 */
 	size_t len;
 	size_t cap;
-	bool overflow;             /* more than K8S_MAX_RESPONSE_BYTES came */
+	bool overflow; /* more than K8S_MAX_RESPONSE_BYTES came */
 };
 
 struct k8s_client {
-	struct k8s_shared *sh;     /* borrowed; outlives the client */
-	CURL *curl;                /* reused for every request (keep-alive) */
+	struct k8s_shared *sh; /* borrowed; outlives the client */
+	CURL *curl;	       /* reused for every request (keep-alive) */
 	char errbuf[CURL_ERROR_SIZE];
 	struct k8s_buf resp;
 };
 
 /* One HTTP request. All pointers are borrowed for the call. */
 struct k8s_request {
-	const char *method;        /* GET POST PUT PATCH DELETE */
-	const char *path;          /* "/api/..." with an optional "?query" */
-	const char *content_type;  /* NULL: no Content-Type header */
-	const char *body;          /* NULL: no body */
+	const char *method;	  /* GET POST PUT PATCH DELETE */
+	const char *path;	  /* "/api/..." with an optional "?query" */
+	const char *content_type; /* NULL: no Content-Type header */
+	const char *body;	  /* NULL: no body */
 	size_t body_len;
 };
 
@@ -96,15 +96,15 @@ int k8s_client_send(struct k8s_client *c, const struct k8s_request *req,
  * transport codes of k8s_client_send().
  */
 int k8s_call(struct k8s_client *c, const char *method, const char *path,
-	     const char *content_type, json_t *body, json_t **out,
-	     long *status, struct k8s_error *err);
+	     const char *content_type, json_t *body, json_t **out, long *status,
+	     struct k8s_error *err);
 
 /* The namespace used when a request names none (borrowed from @c). */
 const char *k8s_client_default_namespace(const struct k8s_client *c);
 
 /* printf into a new string (free with free()). Never NULL. */
 char *k8s_strdup_printf(const char *fmt, ...)
-	__attribute__((format(printf, 1, 2)));
+    __attribute__((format(printf, 1, 2)));
 
 /* Percent-encodes @s for a query value. Returns a new string. */
 char *k8s_query_escape(const char *s);

@@ -87,21 +87,36 @@ void k8s_error_set(struct k8s_error *err, int code, const char *reason,
 const char *k8s_reason_for_http(long http_status)
 {
 	switch (http_status) {
-	case 400: return "BadRequest";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "NotFound";
-	case 405: return "MethodNotAllowed";
-	case 406: return "NotAcceptable";
-	case 409: return "Conflict";
-	case 410: return "Gone";
-	case 413: return "RequestEntityTooLarge";
-	case 415: return "UnsupportedMediaType";
-	case 422: return "Invalid";
-	case 429: return "TooManyRequests";
-	case 503: return "ServiceUnavailable";
-	case 504: return "Timeout";
-	default: break;
+	case 400:
+		return "BadRequest";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "NotFound";
+	case 405:
+		return "MethodNotAllowed";
+	case 406:
+		return "NotAcceptable";
+	case 409:
+		return "Conflict";
+	case 410:
+		return "Gone";
+	case 413:
+		return "RequestEntityTooLarge";
+	case 415:
+		return "UnsupportedMediaType";
+	case 422:
+		return "Invalid";
+	case 429:
+		return "TooManyRequests";
+	case 503:
+		return "ServiceUnavailable";
+	case 504:
+		return "Timeout";
+	default:
+		break;
 	}
 	return http_status >= 500 ? "InternalError" : "";
 }
@@ -132,16 +147,17 @@ static void body_snippet(char *dst, size_t n, const char *body, size_t len)
 /* "field: message, field: message" from details.causes into @dst. */
 static void causes_text(char *dst, size_t n, json_t *status)
 {
-	json_t *causes = json_object_get(json_object_get(status, "details"),
-					 "causes");
+	json_t *causes =
+	    json_object_get(json_object_get(status, "details"), "causes");
 	size_t i, o = 0;
 	json_t *c;
 
 	dst[0] = '\0';
-	json_array_foreach(causes, i, c) {
+	json_array_foreach(causes, i, c)
+	{
 		const char *f = json_string_value(json_object_get(c, "field"));
-		const char *m = json_string_value(json_object_get(c,
-								  "message"));
+		const char *m =
+		    json_string_value(json_object_get(c, "message"));
 		int w;
 
 		if (!m)
@@ -184,7 +200,8 @@ void k8s_status_to_error(long http_status, const char *body, size_t len,
 				k8s_error_set(err, code, reason,
 					      "Kubernetes API returned HTTP "
 					      "%d (%s) for %s %.*s",
-					      code, *reason ? reason : "no reason",
+					      code,
+					      *reason ? reason : "no reason",
 					      method, plen, path);
 		}
 		goto out;

@@ -124,8 +124,8 @@ bool k8s_is_port_name(const char *s)
 bool k8s_is_quantity(const char *s)
 {
 	static const char *const suffixes[] = {
-		"", "n", "u", "m", "k", "M", "G", "T", "P", "E",
-		"Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
+	    "",	 "n", "u",  "m",  "k",	"M",  "G",  "T",
+	    "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
 	};
 	size_t digits = 0;
 
@@ -166,8 +166,7 @@ bool k8s_is_resource_name(const char *s)
 	    !strcmp(s, "ephemeral-storage"))
 		return true;
 	if (!strncmp(s, "hugepages-", 10))
-		return k8s_is_quantity(s + 10) && s[10] != '-' &&
-		       s[10] != '+';
+		return k8s_is_quantity(s + 10) && s[10] != '-' && s[10] != '+';
 	return false;
 }
 

@@ -48,8 +48,8 @@ struct fake {
 	struct step steps[MAX_STEPS];
 	size_t nsteps;
 	struct seen seen[MAX_STEPS];
-	size_t nseen;            /* written by the server thread; read after
-				  * join */
+	size_t nseen; /* written by the server thread; read after
+		       * join */
 	int connections;
 };
 
@@ -124,7 +124,8 @@ static void *fake_main(void *arg)
 			hl = snprintf(head, sizeof(head),
 				      "HTTP/1.1 %d X\r\nContent-Type: "
 				      "application/json\r\nContent-Length: "
-				      "%zu\r\n\r\n", st->status, blen);
+				      "%zu\r\n\r\n",
+				      st->status, blen);
 			if (write(fd, head, (size_t)hl) != hl ||
 			    write(fd, st->body, blen) != (ssize_t)blen)
 				break;
@@ -136,7 +137,7 @@ static void *fake_main(void *arg)
 
 static void fake_start(struct fake *f, const struct step *steps, size_t n)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET };
+	struct sockaddr_in a = {.sin_family = AF_INET};
 	socklen_t al = sizeof(a);
 
 	memset(f, 0, sizeof(*f));
@@ -167,16 +168,15 @@ static void fake_free(struct fake *f)
 }
 
 static struct k8s_shared *shared_for(int port, const char *token,
-				     const char *token_file,
-				     int64_t timeout_ms)
+				     const char *token_file, int64_t timeout_ms)
 {
 	char url[64];
 	struct k8s_settings s = {
-		.api_server = url,
-		.token = token,
-		.token_file = token_file,
-		.request_timeout_ms = timeout_ms,
-		.connect_timeout_ms = 1000,
+	    .api_server = url,
+	    .token = token,
+	    .token_file = token_file,
+	    .request_timeout_ms = timeout_ms,
+	    .connect_timeout_ms = 1000,
 	};
 	struct k8s_error err;
 	struct k8s_shared *sh;
@@ -197,17 +197,17 @@ static bool has_header(const struct seen *s, const char *line)
 }
 
 static const char dep_obj[] =
-	"{\"kind\":\"Deployment\",\"apiVersion\":\"apps/v1\",\"metadata\":"
-	"{\"name\":\"web\",\"namespace\":\"shop\",\"uid\":\"u-1\","
-	"\"resourceVersion\":\"101\",\"generation\":1},\"spec\":{}}\n";
+    "{\"kind\":\"Deployment\",\"apiVersion\":\"apps/v1\",\"metadata\":"
+    "{\"name\":\"web\",\"namespace\":\"shop\",\"uid\":\"u-1\","
+    "\"resourceVersion\":\"101\",\"generation\":1},\"spec\":{}}\n";
 static const char svc_obj[] =
-	"{\"kind\":\"Service\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":"
-	"\"web\",\"namespace\":\"shop\"},\"spec\":{\"clusterIP\":"
-	"\"10.96.0.7\"}}";
+    "{\"kind\":\"Service\",\"apiVersion\":\"v1\",\"metadata\":{\"name\":"
+    "\"web\",\"namespace\":\"shop\"},\"spec\":{\"clusterIP\":"
+    "\"10.96.0.7\"}}";
 
 static void test_deploy_request_shape(void)
 {
-	const struct step steps[] = { { 201, dep_obj }, { 201, svc_obj } };
+	const struct step steps[] = {{201, dep_obj}, {201, svc_obj}};
 	const char *req = "{\"name\":\"web\",\"namespace\":\"shop\",\"image\":"
 			  "\"nginx:1.27\",\"replicas\":2,\"ports\":[{\"name\":"
 			  "\"http\",\"container_port\":80,\"protocol\":"
@@ -249,23 +249,24 @@ static void test_deploy_request_shape(void)
 				     "application/apply-patch+yaml"));
 	CHECK(has_header(&f.seen[0], "Authorization: Bearer tok-1"));
 	CHECK(has_header(&f.seen[0], "Accept: application/json"));
-	CHECK(has_header(&f.seen[0], "User-Agent: pipeops-agent/" PIPEOPS_VERSION));
+	CHECK(has_header(&f.seen[0],
+			 "User-Agent: pipeops-agent/" PIPEOPS_VERSION));
 	body = json_loads(f.seen[0].body ? f.seen[0].body : "", 0, NULL);
 	want = json_loads(
-		"{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\","
-		"\"metadata\":{\"name\":\"web\",\"namespace\":\"shop\","
-		"\"labels\":{\"tier\":\"front\",\"app\":\"web\"},"
-		"\"annotations\":{\"team\":\"a\"}},\"spec\":{\"replicas\":2,"
-		"\"selector\":{\"matchLabels\":{\"app\":\"web\"}},"
-		"\"template\":{\"metadata\":{\"labels\":{\"tier\":\"front\","
-		"\"app\":\"web\"}},\"spec\":{\"containers\":[{\"name\":"
-		"\"web\",\"image\":\"nginx:1.27\",\"ports\":[{\"containerPort\""
-		":80,\"protocol\":\"TCP\",\"name\":\"http\"}],\"env\":["
-		"{\"name\":\"A\",\"value\":\"1\"},{\"name\":\"MODE\","
-		"\"value\":\"prod\"}],\"resources\":{\"limits\":{\"cpu\":"
-		"\"500m\",\"memory\":\"256Mi\"},\"requests\":{\"cpu\":"
-		"\"1\"}}}]}}}}",
-		0, NULL);
+	    "{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\","
+	    "\"metadata\":{\"name\":\"web\",\"namespace\":\"shop\","
+	    "\"labels\":{\"tier\":\"front\",\"app\":\"web\"},"
+	    "\"annotations\":{\"team\":\"a\"}},\"spec\":{\"replicas\":2,"
+	    "\"selector\":{\"matchLabels\":{\"app\":\"web\"}},"
+	    "\"template\":{\"metadata\":{\"labels\":{\"tier\":\"front\","
+	    "\"app\":\"web\"}},\"spec\":{\"containers\":[{\"name\":"
+	    "\"web\",\"image\":\"nginx:1.27\",\"ports\":[{\"containerPort\""
+	    ":80,\"protocol\":\"TCP\",\"name\":\"http\"}],\"env\":["
+	    "{\"name\":\"A\",\"value\":\"1\"},{\"name\":\"MODE\","
+	    "\"value\":\"prod\"}],\"resources\":{\"limits\":{\"cpu\":"
+	    "\"500m\",\"memory\":\"256Mi\"},\"requests\":{\"cpu\":"
+	    "\"1\"}}}]}}}}",
+	    0, NULL);
 	CHECK(body && want && json_equal(body, want));
 	if (!body || !want || !json_equal(body, want))
 		fprintf(stderr, "  body: %s\n", f.seen[0].body);
@@ -277,12 +278,12 @@ static void test_deploy_request_shape(void)
 				    "fieldManager=pipeops-agent&force=true");
 	body = json_loads(f.seen[1].body ? f.seen[1].body : "", 0, NULL);
 	want = json_loads(
-		"{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":"
-		"{\"name\":\"web\",\"namespace\":\"shop\",\"labels\":{\"tier\":"
-		"\"front\",\"app\":\"web\"}},\"spec\":{\"type\":\"ClusterIP\","
-		"\"selector\":{\"app\":\"web\"},\"ports\":[{\"port\":80,"
-		"\"targetPort\":80,\"protocol\":\"TCP\",\"name\":\"http\"}]}}",
-		0, NULL);
+	    "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":"
+	    "{\"name\":\"web\",\"namespace\":\"shop\",\"labels\":{\"tier\":"
+	    "\"front\",\"app\":\"web\"}},\"spec\":{\"type\":\"ClusterIP\","
+	    "\"selector\":{\"app\":\"web\"},\"ports\":[{\"port\":80,"
+	    "\"targetPort\":80,\"protocol\":\"TCP\",\"name\":\"http\"}]}}",
+	    0, NULL);
 	CHECK(body && want && json_equal(body, want));
 	if (!body || !want || !json_equal(body, want))
 		fprintf(stderr, "  body: %s\n", f.seen[1].body);
@@ -309,16 +310,17 @@ static void test_apply_unsupported_falls_back(void)
 			   "\"Operation cannot be fulfilled\",\"reason\":"
 			   "\"Conflict\",\"code\":409}";
 	const struct step steps[] = {
-		{ 415, s415 }, { 404, s404 }, { 201, dep_obj },   /* create */
-		{ 415, s415 }, { 200, dep_obj }, { 409, s409 },   /* update */
-		{ 200, dep_obj }, { 200, dep_obj },
+	    {415, s415},    {404, s404},    {201, dep_obj}, /* create */
+	    {415, s415},    {200, dep_obj}, {409, s409},    /* update */
+	    {200, dep_obj}, {200, dep_obj},
 	};
 	struct fake f;
 	struct k8s_shared *sh;
 	struct k8s_client *c;
 	struct k8s_error err;
 	json_t *data = json_loads("{\"name\":\"web\",\"namespace\":\"shop\","
-				  "\"image\":\"nginx\"}", 0, NULL);
+				  "\"image\":\"nginx\"}",
+				  0, NULL);
 	json_t *r1, *r2;
 
 	fake_start(&f, steps, ARRAY_SIZE(steps));
@@ -352,7 +354,7 @@ static void test_apply_unsupported_falls_back(void)
 
 static void test_5xx_without_status(void)
 {
-	const struct step steps[] = { { 503, "upstream connect error\n" } };
+	const struct step steps[] = {{503, "upstream connect error\n"}};
 	struct fake f;
 	struct k8s_shared *sh;
 	struct k8s_client *c;
@@ -378,7 +380,7 @@ static void test_5xx_without_status(void)
 
 static void test_request_timeout(void)
 {
-	const struct step steps[] = { { 0, "" } };
+	const struct step steps[] = {{0, ""}};
 	struct fake f;
 	struct k8s_shared *sh;
 	struct k8s_client *c;
@@ -422,8 +424,10 @@ static void test_connection_refused(void)
 	CHECK(k8s_cluster_info(c, &err) == NULL);
 	CHECK_INT(err.code, 0);
 	CHECK_STR(err.reason, "Unreachable");
-	snprintf(want, sizeof(want), "cannot reach the Kubernetes API at "
-		 "http://127.0.0.1:%d: Connection refused", port);
+	snprintf(want, sizeof(want),
+		 "cannot reach the Kubernetes API at "
+		 "http://127.0.0.1:%d: Connection refused",
+		 port);
 	CHECK_STR(err.message, want);
 	k8s_client_free(c);
 	k8s_shared_free(sh);
@@ -441,8 +445,10 @@ static void test_401_rereads_token_file(void)
 			    "\"metadata\":{\"resourceVersion\":\"5\"},"
 			    "\"items\":[{\"metadata\":{\"name\":\"n1\"}}]}";
 	const struct step steps[] = {
-		{ 401, s401 },                  /* old token, file unchanged */
-		{ 401, s401 }, { 200, ver }, { 200, nodes },
+	    {401, s401}, /* old token, file unchanged */
+	    {401, s401},
+	    {200, ver},
+	    {200, nodes},
 	};
 	char path[] = "/tmp/k8s-token-XXXXXX";
 	int fd = mkstemp(path);
@@ -490,26 +496,27 @@ static void test_401_rereads_token_file(void)
 static void test_paging_and_shape(void)
 {
 	const char *p1 =
-		"{\"kind\":\"DeploymentList\",\"metadata\":{\"resourceVersion\""
-		":\"9\",\"continue\":\"eyJ2Ijoi+/=\"},\"items\":[{\"metadata\":"
-		"{\"name\":\"a\",\"namespace\":\"shop\",\"generation\":2,"
-		"\"creationTimestamp\":\"2025-05-01T10:00:00Z\",\"labels\":"
-		"{\"app\":\"a\"}},\"spec\":{\"replicas\":2},\"status\":"
-		"{\"observedGeneration\":2,\"replicas\":2,\"readyReplicas\":2,"
-		"\"availableReplicas\":2,\"updatedReplicas\":2}}]}";
+	    "{\"kind\":\"DeploymentList\",\"metadata\":{\"resourceVersion\""
+	    ":\"9\",\"continue\":\"eyJ2Ijoi+/=\"},\"items\":[{\"metadata\":"
+	    "{\"name\":\"a\",\"namespace\":\"shop\",\"generation\":2,"
+	    "\"creationTimestamp\":\"2025-05-01T10:00:00Z\",\"labels\":"
+	    "{\"app\":\"a\"}},\"spec\":{\"replicas\":2},\"status\":"
+	    "{\"observedGeneration\":2,\"replicas\":2,\"readyReplicas\":2,"
+	    "\"availableReplicas\":2,\"updatedReplicas\":2}}]}";
 	const char *p2 =
-		"{\"kind\":\"DeploymentList\",\"metadata\":{\"resourceVersion\""
-		":\"9\"},\"items\":[{\"metadata\":{\"name\":\"b\",\"namespace\""
-		":\"shop\",\"generation\":1,\"creationTimestamp\":"
-		"\"2025-05-01T10:00:01Z\"},\"spec\":{\"replicas\":1},"
-		"\"status\":{}}]}";
-	const struct step steps[] = { { 200, p1 }, { 200, p2 } };
+	    "{\"kind\":\"DeploymentList\",\"metadata\":{\"resourceVersion\""
+	    ":\"9\"},\"items\":[{\"metadata\":{\"name\":\"b\",\"namespace\""
+	    ":\"shop\",\"generation\":1,\"creationTimestamp\":"
+	    "\"2025-05-01T10:00:01Z\"},\"spec\":{\"replicas\":1},"
+	    "\"status\":{}}]}";
+	const struct step steps[] = {{200, p1}, {200, p2}};
 	struct fake f;
 	struct k8s_shared *sh;
 	struct k8s_client *c;
 	struct k8s_error err;
 	json_t *data = json_loads("{\"namespace\":\"shop\",\"resource_type\":"
-				  "\"deployments\"}", 0, NULL);
+				  "\"deployments\"}",
+				  0, NULL);
 	json_t *reply;
 	char *dump;
 
@@ -520,16 +527,17 @@ static void test_paging_and_shape(void)
 	CHECK(reply != NULL);
 	json_object_del(reply, "timestamp");
 	dump = json_dumps(reply, JSON_SORT_KEYS | JSON_COMPACT);
-	CHECK_STR(dump,
-		  "{\"deployments\":[{\"available_replicas\":2,\"created_at\":"
-		  "\"2025-05-01T10:00:00Z\",\"labels\":{\"app\":\"a\"},\"name\":"
-		  "\"a\",\"namespace\":\"shop\",\"ready\":true,"
-		  "\"ready_replicas\":2,\"replicas\":2,\"updated_replicas\":2},"
-		  "{\"available_replicas\":0,\"created_at\":"
-		  "\"2025-05-01T10:00:01Z\",\"labels\":{},\"name\":\"b\","
-		  "\"namespace\":\"shop\",\"ready\":false,\"ready_replicas\":0,"
-		  "\"replicas\":1,\"updated_replicas\":0}],\"namespace\":"
-		  "\"shop\",\"success\":true}");
+	CHECK_STR(
+	    dump,
+	    "{\"deployments\":[{\"available_replicas\":2,\"created_at\":"
+	    "\"2025-05-01T10:00:00Z\",\"labels\":{\"app\":\"a\"},\"name\":"
+	    "\"a\",\"namespace\":\"shop\",\"ready\":true,"
+	    "\"ready_replicas\":2,\"replicas\":2,\"updated_replicas\":2},"
+	    "{\"available_replicas\":0,\"created_at\":"
+	    "\"2025-05-01T10:00:01Z\",\"labels\":{},\"name\":\"b\","
+	    "\"namespace\":\"shop\",\"ready\":false,\"ready_replicas\":0,"
+	    "\"replicas\":1,\"updated_replicas\":0}],\"namespace\":"
+	    "\"shop\",\"success\":true}");
 	free(dump);
 	k8s_client_free(c);
 	k8s_shared_free(sh);
@@ -560,7 +568,10 @@ static void test_scale_conflict_retried(void)
 			   "\"Operation cannot be fulfilled\",\"reason\":"
 			   "\"Conflict\",\"code\":409}";
 	const struct step steps[] = {
-		{ 200, scale }, { 409, s409 }, { 200, scale }, { 200, scaled0 },
+	    {200, scale},
+	    {409, s409},
+	    {200, scale},
+	    {200, scaled0},
 	};
 	struct fake f;
 	struct k8s_shared *sh;
@@ -599,15 +610,15 @@ static void test_teardown(void)
 }
 
 static const struct check_case check_cases[] = {
-	CHECK_CASE(test_deploy_request_shape),
-	CHECK_CASE(test_apply_unsupported_falls_back),
-	CHECK_CASE(test_5xx_without_status),
-	CHECK_CASE(test_request_timeout),
-	CHECK_CASE(test_connection_refused),
-	CHECK_CASE(test_401_rereads_token_file),
-	CHECK_CASE(test_paging_and_shape),
-	CHECK_CASE(test_scale_conflict_retried),
-	CHECK_CASE(test_teardown),
+    CHECK_CASE(test_deploy_request_shape),
+    CHECK_CASE(test_apply_unsupported_falls_back),
+    CHECK_CASE(test_5xx_without_status),
+    CHECK_CASE(test_request_timeout),
+    CHECK_CASE(test_connection_refused),
+    CHECK_CASE(test_401_rereads_token_file),
+    CHECK_CASE(test_paging_and_shape),
+    CHECK_CASE(test_scale_conflict_retried),
+    CHECK_CASE(test_teardown),
 };
 
 CHECK_MAIN()

@@ -30,9 +30,9 @@
  * stdin (faults, token rotation). K8S_SIM in the environment names another
  * script with the same CLI (tests/sim/k8s_sim.py itself, or the stopgap
  * tests/unit/k8s_stub.py); the fault tests are then skipped. */
-#define SIM_SOURCE "tests/sim/k8s_sim.py"
+#define SIM_SOURCE  "tests/sim/k8s_sim.py"
 #define DEFAULT_SIM "tests/unit/k8s_sim_ctl.py"
-#define TOKEN "sim-token-4f1d"
+#define TOKEN	    "sim-token-4f1d"
 
 static pid_t sim_pid;
 static int sim_port;
@@ -41,13 +41,13 @@ static char certdir[256], ca[300], logpath[300];
 static struct k8s_shared *sh;
 static struct k8s_client *cl;
 static bool skip;
-static int ctl_fd = -1;   /* the simulator's stdin; -1: no control */
+static int ctl_fd = -1; /* the simulator's stdin; -1: no control */
 static int ctl_seq;
 
 /* A loopback TCP port that was free a moment ago. */
 static int free_port(void)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET };
+	struct sockaddr_in a = {.sin_family = AF_INET};
 	socklen_t al = sizeof(a);
 	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
 
@@ -72,12 +72,12 @@ static struct k8s_shared *shared_with(const char *url, const char *token,
 				      const char *ca_file)
 {
 	struct k8s_settings s = {
-		.api_server = url,
-		.token = token,
-		.ca_file = ca_file,
-		.default_namespace = "default",
-		.request_timeout_ms = 10000,
-		.connect_timeout_ms = 3000,
+	    .api_server = url,
+	    .token = token,
+	    .ca_file = ca_file,
+	    .default_namespace = "default",
+	    .request_timeout_ms = 10000,
+	    .connect_timeout_ms = 3000,
 	};
 	struct k8s_error err;
 	struct k8s_shared *r = k8s_shared_new(&s, &err);
@@ -224,19 +224,19 @@ static void check_error(const struct k8s_error *err, int code,
 	CHECK_STR(err->message, message);
 }
 
-#define SKIP_IF_NO_SIM()                                                     \
-	do {                                                                 \
-		if (skip)                                                    \
-			return;                                              \
+#define SKIP_IF_NO_SIM()                                                       \
+	do {                                                                   \
+		if (skip)                                                      \
+			return;                                                \
 	} while (0)
 
 static const char web_req[] =
-	"{\"name\":\"web\",\"image\":\"nginx:1.27\",\"replicas\":2,"
-	"\"ports\":[{\"name\":\"http\",\"container_port\":80,\"protocol\":"
-	"\"TCP\"}],\"environment\":{\"MODE\":\"prod\",\"A\":\"1\"},"
-	"\"resources\":{\"limits\":{\"cpu\":\"500m\",\"memory\":\"256Mi\"},"
-	"\"requests\":{\"cpu\":\"100m\",\"memory\":\"128Mi\"}},"
-	"\"labels\":{\"tier\":\"front\"},\"annotations\":{\"team\":\"a\"}}";
+    "{\"name\":\"web\",\"image\":\"nginx:1.27\",\"replicas\":2,"
+    "\"ports\":[{\"name\":\"http\",\"container_port\":80,\"protocol\":"
+    "\"TCP\"}],\"environment\":{\"MODE\":\"prod\",\"A\":\"1\"},"
+    "\"resources\":{\"limits\":{\"cpu\":\"500m\",\"memory\":\"256Mi\"},"
+    "\"requests\":{\"cpu\":\"100m\",\"memory\":\"128Mi\"}},"
+    "\"labels\":{\"tier\":\"front\"},\"annotations\":{\"team\":\"a\"}}";
 
 static char web_uid[64];
 
@@ -291,22 +291,35 @@ static void test_deploy_creates(void)
 	CHECK(dep != NULL);
 	CHECK_STR(sget(dep, "metadata", "uid"), web_uid);
 	CHECK_INT(iget(dep, "spec", "replicas"), 2);
+	CHECK_STR(
+	    json_string_value(json_object_get(
+		json_object_get(json_object_get(dep, "metadata"), "labels"),
+		"app")),
+	    "web");
+	CHECK_STR(
+	    json_string_value(json_object_get(
+		json_object_get(json_object_get(dep, "metadata"), "labels"),
+		"tier")),
+	    "front");
 	CHECK_STR(json_string_value(json_object_get(
-			  json_object_get(json_object_get(dep, "metadata"),
-					  "labels"), "app")), "web");
-	CHECK_STR(json_string_value(json_object_get(
-			  json_object_get(json_object_get(dep, "metadata"),
-					  "labels"), "tier")), "front");
-	CHECK_STR(json_string_value(json_object_get(
-			  json_object_get(json_object_get(dep, "metadata"),
-					  "annotations"), "team")), "a");
-	CHECK_STR(json_string_value(json_object_get(json_object_get(
-			  json_object_get(json_object_get(dep, "spec"),
-					  "selector"), "matchLabels"), "app")),
-		  "web");
-	c0 = json_array_get(json_object_get(json_object_get(json_object_get(
-			  json_object_get(dep, "spec"), "template"), "spec"),
-			  "containers"), 0);
+		      json_object_get(json_object_get(dep, "metadata"),
+				      "annotations"),
+		      "team")),
+		  "a");
+	CHECK_STR(
+	    json_string_value(json_object_get(
+		json_object_get(
+		    json_object_get(json_object_get(dep, "spec"), "selector"),
+		    "matchLabels"),
+		"app")),
+	    "web");
+	c0 = json_array_get(
+	    json_object_get(
+		json_object_get(
+		    json_object_get(json_object_get(dep, "spec"), "template"),
+		    "spec"),
+		"containers"),
+	    0);
 	CHECK_STR(sget(c0, "name", NULL), "web");
 	CHECK_STR(sget(c0, "image", NULL), "nginx:1.27");
 	env = json_dumps(json_object_get(c0, "env"), JSON_COMPACT);
@@ -315,10 +328,11 @@ static void test_deploy_creates(void)
 	free(env);
 	CHECK_STR(sget(json_object_get(c0, "resources"), "limits", "cpu"),
 		  "500m");
-	CHECK_STR(sget(json_object_get(c0, "resources"), "requests",
-		       "memory"), "128Mi");
+	CHECK_STR(sget(json_object_get(c0, "resources"), "requests", "memory"),
+		  "128Mi");
 	CHECK_INT(iget(json_array_get(json_object_get(c0, "ports"), 0),
-		       "containerPort", NULL), 80);
+		       "containerPort", NULL),
+		  80);
 	json_decref(dep);
 
 	svc = get("/api/v1/namespaces/default/services/web", &err);
@@ -326,11 +340,16 @@ static void test_deploy_creates(void)
 	CHECK_STR(sget(svc, "spec", "type"), "ClusterIP");
 	CHECK_STR(sget(svc, "spec", "clusterIP"),
 		  sget(r, "service", "cluster_ip"));
-	CHECK_INT(iget(json_array_get(json_object_get(json_object_get(
-			       svc, "spec"), "ports"), 0), "port", NULL), 80);
-	CHECK_INT(iget(json_array_get(json_object_get(json_object_get(
-			       svc, "spec"), "ports"), 0), "targetPort", NULL),
-		  80);
+	CHECK_INT(
+	    iget(json_array_get(
+		     json_object_get(json_object_get(svc, "spec"), "ports"), 0),
+		 "port", NULL),
+	    80);
+	CHECK_INT(
+	    iget(json_array_get(
+		     json_object_get(json_object_get(svc, "spec"), "ports"), 0),
+		 "targetPort", NULL),
+	    80);
 	json_decref(svc);
 	json_decref(r);
 }
@@ -342,8 +361,8 @@ static int count_named(const char *path, const char *name)
 	size_t i;
 	int n = 0;
 
-	json_array_foreach(json_object_get(list, "items"), i, it)
-		n += !strcmp(nz(sget(it, "metadata", "name")), name);
+	json_array_foreach(json_object_get(list, "items"), i, it) n +=
+	    !strcmp(nz(sget(it, "metadata", "name")), name);
 	json_decref(list);
 	return n;
 }
@@ -361,10 +380,10 @@ static void test_redeploy_is_idempotent(void)
 		return;
 	CHECK_STR(sget(r, "deployment", "uid"), web_uid);
 	CHECK_INT(iget(r, "deployment", "generation"), 1);
-	CHECK_INT(count_named("/apis/apps/v1/namespaces/default/deployments",
-			      "web"), 1);
-	CHECK_INT(count_named("/api/v1/namespaces/default/services", "web"),
-		  1);
+	CHECK_INT(
+	    count_named("/apis/apps/v1/namespaces/default/deployments", "web"),
+	    1);
+	CHECK_INT(count_named("/api/v1/namespaces/default/services", "web"), 1);
 	/* A new image is a spec change: same object, next generation. */
 	changed = xstrdup(web_req);
 	memcpy(strstr(changed, "1.27"), "1.28", 4);
@@ -383,8 +402,10 @@ static void test_deploy_errors_from_api(void)
 	json_t *r;
 
 	SKIP_IF_NO_SIM();
-	r = run(k8s_op_deploy, "{\"name\":\"web\",\"namespace\":\"nope\","
-			       "\"image\":\"nginx\"}", &err);
+	r = run(k8s_op_deploy,
+		"{\"name\":\"web\",\"namespace\":\"nope\","
+		"\"image\":\"nginx\"}",
+		&err);
 	CHECK(r == NULL);
 	check_error(&err, 404, "NotFound", "namespaces \"nope\" not found");
 	json_decref(r);
@@ -488,7 +509,7 @@ static void test_unavailable_and_conflict_faults(void)
 static void test_token_rotation(void)
 {
 	char path[300], url[64];
-	struct k8s_settings s = { 0 };
+	struct k8s_settings s = {0};
 	struct k8s_shared *rot;
 	struct k8s_client *c;
 	struct k8s_error err;
@@ -538,9 +559,8 @@ static json_t *find_named(json_t *list, const char *name)
 	size_t i;
 	json_t *it;
 
-	json_array_foreach(list, i, it)
-		if (!strcmp(nz(sget(it, "name", NULL)), name))
-			return it;
+	json_array_foreach(list, i, it) if (!strcmp(nz(sget(it, "name", NULL)),
+						    name)) return it;
 	return NULL;
 }
 
@@ -579,7 +599,8 @@ static void test_get_resources(void)
 	s = find_named(json_object_get(r, "services"), "web");
 	CHECK(s != NULL);
 	CHECK_STR(sget(s, "type", NULL), "ClusterIP");
-	json_array_foreach(json_object_get(r, "pods"), i, p) {
+	json_array_foreach(json_object_get(r, "pods"), i, p)
+	{
 		CHECK(json_is_string(json_object_get(p, "name")));
 		CHECK(json_is_string(json_object_get(p, "phase")));
 		CHECK(json_is_array(json_object_get(p, "containers")));
@@ -592,8 +613,9 @@ static void test_get_resources(void)
 		  json_array_size(json_object_get(r, "nodes")));
 	json_decref(r);
 
-	r = run(k8s_op_get_resources, "{\"namespace\":\"default\","
-				      "\"resource_type\":\"deployments\"}",
+	r = run(k8s_op_get_resources,
+		"{\"namespace\":\"default\","
+		"\"resource_type\":\"deployments\"}",
 		&err);
 	CHECK(r != NULL);
 	CHECK(find_named(json_object_get(r, "deployments"), "web"));
@@ -605,22 +627,24 @@ static void test_get_resources(void)
 
 static void test_lists_are_paged(void)
 {
-	static const char *const names[] = { "page-a", "page-b", "page-c" };
+	static const char *const names[] = {"page-a", "page-b", "page-c"};
 	struct k8s_error err;
 	json_t *r, *first;
 	char req[128];
 
 	SKIP_IF_NO_SIM();
 	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
-		snprintf(req, sizeof(req), "{\"name\":\"%s\",\"image\":"
-			 "\"busybox\",\"replicas\":0}", names[i]);
+		snprintf(req, sizeof(req),
+			 "{\"name\":\"%s\",\"image\":"
+			 "\"busybox\",\"replicas\":0}",
+			 names[i]);
 		r = run(k8s_op_deploy, req, &err);
 		CHECK(r != NULL);
 		json_decref(r);
 	}
 	/* The simulator pages like the API server does. */
-	first = get("/apis/apps/v1/namespaces/default/deployments?limit=2",
-		    &err);
+	first =
+	    get("/apis/apps/v1/namespaces/default/deployments?limit=2", &err);
 	CHECK_INT(json_array_size(json_object_get(first, "items")), 2);
 	CHECK(sget(first, "metadata", "continue") != NULL);
 	json_decref(first);
@@ -726,8 +750,8 @@ static void test_unreachable(void)
 	struct k8s_client *c;
 	struct k8s_error err;
 	char url[64], want[160];
-	json_t *r, *data = json_pack("{s:s, s:i}", "name", "web", "replicas",
-				     1);
+	json_t *r,
+	    *data = json_pack("{s:s, s:i}", "name", "web", "replicas", 1);
 
 	snprintf(url, sizeof(url), "https://127.0.0.1:%d", free_port());
 	bad = shared_with(url, TOKEN, ca[0] ? ca : NULL);
@@ -735,8 +759,10 @@ static void test_unreachable(void)
 	r = k8s_op_scale(c, data, &err);
 	CHECK(r == NULL);
 	json_decref(data);
-	snprintf(want, sizeof(want), "cannot reach the Kubernetes API at %s: "
-		 "Connection refused", url);
+	snprintf(want, sizeof(want),
+		 "cannot reach the Kubernetes API at %s: "
+		 "Connection refused",
+		 url);
 	check_error(&err, 0, "Unreachable", want);
 	k8s_client_free(c);
 	k8s_shared_free(bad);
@@ -766,22 +792,22 @@ static void test_sim_stop(void)
 }
 
 static const struct check_case check_cases[] = {
-	CHECK_CASE(test_sim_start),
-	CHECK_CASE(test_cluster_info),
-	CHECK_CASE(test_deploy_creates),
-	CHECK_CASE(test_redeploy_is_idempotent),
-	CHECK_CASE(test_deploy_errors_from_api),
-	CHECK_CASE(test_scale),
-	CHECK_CASE(test_timeout_on_slow_api),
-	CHECK_CASE(test_unavailable_and_conflict_faults),
-	CHECK_CASE(test_token_rotation),
-	CHECK_CASE(test_get_resources),
-	CHECK_CASE(test_lists_are_paged),
-	CHECK_CASE(test_delete),
-	CHECK_CASE(test_wrong_token_is_401),
-	CHECK_CASE(test_tls_verification),
-	CHECK_CASE(test_unreachable),
-	CHECK_CASE(test_sim_stop),
+    CHECK_CASE(test_sim_start),
+    CHECK_CASE(test_cluster_info),
+    CHECK_CASE(test_deploy_creates),
+    CHECK_CASE(test_redeploy_is_idempotent),
+    CHECK_CASE(test_deploy_errors_from_api),
+    CHECK_CASE(test_scale),
+    CHECK_CASE(test_timeout_on_slow_api),
+    CHECK_CASE(test_unavailable_and_conflict_faults),
+    CHECK_CASE(test_token_rotation),
+    CHECK_CASE(test_get_resources),
+    CHECK_CASE(test_lists_are_paged),
+    CHECK_CASE(test_delete),
+    CHECK_CASE(test_wrong_token_is_401),
+    CHECK_CASE(test_tls_verification),
+    CHECK_CASE(test_unreachable),
+    CHECK_CASE(test_sim_stop),
 };
 
 CHECK_MAIN()

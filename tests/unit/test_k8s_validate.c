@@ -30,21 +30,21 @@ static void run_pred(bool (*fn)(const char *), const struct pred_case *t,
 }
 
 #define RUN_PRED(fn, table) run_pred(fn, table, ARRAY_LEN(table), #fn)
-#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define ARRAY_LEN(a)	    (sizeof(a) / sizeof((a)[0]))
 
 static const char label63[] =
-	"a23456789012345678901234567890123456789012345678901234567890123";
+    "a23456789012345678901234567890123456789012345678901234567890123";
 static const char label64[] =
-	"a234567890123456789012345678901234567890123456789012345678901234";
+    "a234567890123456789012345678901234567890123456789012345678901234";
 
 static void test_dns1123_label(void)
 {
 	const struct pred_case t[] = {
-		{ "web", true },      { "a", true },       { "0", true },
-		{ "web-1", true },    { "1web", true },    { label63, true },
-		{ label64, false },   { "", false },       { "Web", false },
-		{ "web_1", false },   { "-web", false },   { "web-", false },
-		{ "web.x", false },   { "we b", false },   { "wéb", false },
+	    {"web", true},    {"a", true},     {"0", true},
+	    {"web-1", true},  {"1web", true},  {label63, true},
+	    {label64, false}, {"", false},     {"Web", false},
+	    {"web_1", false}, {"-web", false}, {"web-", false},
+	    {"web.x", false}, {"we b", false}, {"wéb", false},
 	};
 
 	RUN_PRED(k8s_is_dns1123_label, t);
@@ -57,14 +57,13 @@ static void test_dns1123_label(void)
 static void test_dns1123_subdomain_and_1035(void)
 {
 	const struct pred_case sub[] = {
-		{ "web", true },      { "web.example.com", true },
-		{ "a.b-c.d", true },  { "", false },
-		{ ".web", false },    { "web.", false },
-		{ "web..x", false },  { "Web.x", false },
+	    {"web", true},     {"web.example.com", true}, {"a.b-c.d", true},
+	    {"", false},       {".web", false},		  {"web.", false},
+	    {"web..x", false}, {"Web.x", false},
 	};
 	const struct pred_case l1035[] = {
-		{ "web", true },      { "w-1", true },     { "1web", false },
-		{ "-w", false },      { "w.x", false },    { "", false },
+	    {"web", true}, {"w-1", true},  {"1web", false},
+	    {"-w", false}, {"w.x", false}, {"", false},
 	};
 
 	RUN_PRED(k8s_is_dns1123_subdomain, sub);
@@ -74,25 +73,25 @@ static void test_dns1123_subdomain_and_1035(void)
 static void test_qualified_name_and_label_value(void)
 {
 	const struct pred_case q[] = {
-		{ "app", true },
-		{ "tier", true },
-		{ "app.kubernetes.io/name", true },
-		{ "example.com/My_Key.1", true },
-		{ "A", true },
-		{ "", false },
-		{ "/x", false },
-		{ "x/", false },
-		{ "a/b/c", false },
-		{ "Example.com/x", false },
-		{ "_x", false },
-		{ "x_", false },
-		{ "with space", false },
-		{ label64, false },
+	    {"app", true},
+	    {"tier", true},
+	    {"app.kubernetes.io/name", true},
+	    {"example.com/My_Key.1", true},
+	    {"A", true},
+	    {"", false},
+	    {"/x", false},
+	    {"x/", false},
+	    {"a/b/c", false},
+	    {"Example.com/x", false},
+	    {"_x", false},
+	    {"x_", false},
+	    {"with space", false},
+	    {label64, false},
 	};
 	const struct pred_case v[] = {
-		{ "", true },         { "front", true },   { "a.b_c-D", true },
-		{ label63, true },    { label64, false },  { "-a", false },
-		{ "a b", false },     { "a/b", false },
+	    {"", true},	     {"front", true},  {"a.b_c-D", true},
+	    {label63, true}, {label64, false}, {"-a", false},
+	    {"a b", false},  {"a/b", false},
 	};
 
 	RUN_PRED(k8s_is_qualified_name, q);
@@ -102,16 +101,21 @@ static void test_qualified_name_and_label_value(void)
 static void test_env_and_port_names(void)
 {
 	const struct pred_case env[] = {
-		{ "MODE", true },     { "_X", true },      { "a.b-c", true },
-		{ "X1", true },       { "1X", false },     { "", false },
-		{ "A=B", false },     { "A B", false },
+	    {"MODE", true}, {"_X", true}, {"a.b-c", true}, {"X1", true},
+	    {"1X", false},  {"", false},  {"A=B", false},  {"A B", false},
 	};
 	const struct pred_case port[] = {
-		{ "http", true },     { "h2c", true },     { "web-80", true },
-		{ "80", false },      { "HTTP", false },   { "-http", false },
-		{ "http-", false },   { "a--b", false },   { "", false },
-		{ "abcdefghijklmnop", false },             /* 16 */
-		{ "abcdefghijklmno", true },               /* 15 */
+	    {"http", true},
+	    {"h2c", true},
+	    {"web-80", true},
+	    {"80", false},
+	    {"HTTP", false},
+	    {"-http", false},
+	    {"http-", false},
+	    {"a--b", false},
+	    {"", false},
+	    {"abcdefghijklmnop", false}, /* 16 */
+	    {"abcdefghijklmno", true},	 /* 15 */
 	};
 
 	RUN_PRED(k8s_is_env_var_name, env);
@@ -121,22 +125,23 @@ static void test_env_and_port_names(void)
 static void test_quantity(void)
 {
 	const struct pred_case t[] = {
-		{ "500m", true },  { "1", true },     { "0.5", true },
-		{ ".5", true },    { "1.", true },    { "128Mi", true },
-		{ "1Gi", true },   { "2G", true },    { "1k", true },
-		{ "1e3", true },   { "1E-3", true },  { "1E", true },
-		{ "1Ei", true },   { "100n", true },  { "5u", true },
-		{ "+1", true },    { "-1", true },    { "", false },
-		{ "m", false },    { "1K", false },   { "1mi", false },
-		{ "1.2.3", false }, { "1 Gi", false }, { "abc", false },
-		{ "1e", false },   { "1Mb", false },  { ".", false },
-		{ "1e3Mi", false },
+	    {"500m", true}, {"1", true},      {"0.5", true},   {".5", true},
+	    {"1.", true},   {"128Mi", true},  {"1Gi", true},   {"2G", true},
+	    {"1k", true},   {"1e3", true},    {"1E-3", true},  {"1E", true},
+	    {"1Ei", true},  {"100n", true},   {"5u", true},    {"+1", true},
+	    {"-1", true},   {"", false},      {"m", false},    {"1K", false},
+	    {"1mi", false}, {"1.2.3", false}, {"1 Gi", false}, {"abc", false},
+	    {"1e", false},  {"1Mb", false},   {".", false},    {"1e3Mi", false},
 	};
 	const struct pred_case r[] = {
-		{ "cpu", true },              { "memory", true },
-		{ "ephemeral-storage", true }, { "hugepages-2Mi", true },
-		{ "nvidia.com/gpu", true },   { "gpu", false },
-		{ "hugepages-", false },      { "CPU", false },
+	    {"cpu", true},
+	    {"memory", true},
+	    {"ephemeral-storage", true},
+	    {"hugepages-2Mi", true},
+	    {"nvidia.com/gpu", true},
+	    {"gpu", false},
+	    {"hugepages-", false},
+	    {"CPU", false},
 	};
 
 	RUN_PRED(k8s_is_quantity, t);
@@ -146,11 +151,11 @@ static void test_quantity(void)
 static void test_status_not_found(void)
 {
 	const char *body =
-		"{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},"
-		"\"status\":\"Failure\",\"message\":\"deployments.apps "
-		"\\\"web\\\" not found\",\"reason\":\"NotFound\",\"details\":"
-		"{\"name\":\"web\",\"group\":\"apps\",\"kind\":"
-		"\"deployments\"},\"code\":404}\n";
+	    "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},"
+	    "\"status\":\"Failure\",\"message\":\"deployments.apps "
+	    "\\\"web\\\" not found\",\"reason\":\"NotFound\",\"details\":"
+	    "{\"name\":\"web\",\"group\":\"apps\",\"kind\":"
+	    "\"deployments\"},\"code\":404}\n";
 	struct k8s_error err;
 
 	k8s_status_to_error(404, body, strlen(body), "GET",
@@ -183,9 +188,11 @@ static void test_status_unauthorized_and_conflict(void)
 	k8s_status_to_error(409, c, strlen(c), "PUT", "/x", &err);
 	CHECK_INT(err.code, 409);
 	CHECK_STR(err.reason, "Conflict");
-	CHECK(!strncmp(err.message, "Operation cannot be fulfilled on "
+	CHECK(!strncmp(err.message,
+		       "Operation cannot be fulfilled on "
 		       "deployments.apps \"web\": the object has been "
-		       "modified", 80));
+		       "modified",
+		       80));
 }
 
 static void test_status_invalid_escapes_and_causes(void)
@@ -259,7 +266,8 @@ static void test_utf8_truncation(void)
 	json_decref(s);
 	/* Invalid UTF-8 becomes '?'. */
 	k8s_error_set(&err, 0, "X", "a\xff\xc3-b");
-	CHECK_STR(err.message, "a?" "?-b");
+	CHECK_STR(err.message, "a?"
+			       "?-b");
 	CHECK_STR(err.reason, "X");
 }
 
@@ -271,11 +279,11 @@ static struct k8s_client *cl;
 static void setup(void)
 {
 	struct k8s_settings s = {
-		.api_server = "https://127.0.0.1:1",
-		.token = "t",
-		.default_namespace = "apps",
-		.request_timeout_ms = 2000,
-		.connect_timeout_ms = 1000,
+	    .api_server = "https://127.0.0.1:1",
+	    .token = "t",
+	    .default_namespace = "apps",
+	    .request_timeout_ms = 2000,
+	    .connect_timeout_ms = 1000,
 	};
 	struct k8s_error err;
 
@@ -293,7 +301,7 @@ static void expect_invalid(json_t *(*op)(struct k8s_client *, json_t *,
 {
 	json_error_t jerr;
 	json_t *data = json_loads(req, 0, &jerr);
-	struct k8s_error err = { .code = -1 };
+	struct k8s_error err = {.code = -1};
 	json_t *reply;
 
 	setup();
@@ -307,8 +315,10 @@ static void expect_invalid(json_t *(*op)(struct k8s_client *, json_t *,
 	CHECK_INT(err.code, 0);
 	CHECK_STR(err.reason, "Invalid");
 	if (strcmp(err.message, msg)) {
-		fprintf(stderr, "  request %s\n    got      %s\n    expected "
-				"%s\n", req, err.message, msg);
+		fprintf(stderr,
+			"  request %s\n    got      %s\n    expected "
+			"%s\n",
+			req, err.message, msg);
 		check_failures_in_case++;
 	}
 	json_decref(reply);
@@ -322,115 +332,115 @@ static void test_deploy_validation(void)
 	static const struct {
 		const char *req, *msg;
 	} t[] = {
-		{ "{}", "invalid deploy request: name: required" },
-		{ "{\"name\":5}", "invalid deploy request: name: must be a "
-				  "string" },
-		{ "{\"name\":\"Web_1\",\"image\":\"x\"}",
-		  "invalid deploy request: name: invalid value \"Web_1\": a "
-		  "lowercase RFC 1123 label must consist of lower case "
-		  "alphanumeric characters or '-', and must start and end "
-		  "with an alphanumeric character (e.g. 'my-name',  or "
-		  "'123-abc')" },
-		{ "{\"name\":\"web.v2\",\"image\":\"x\"}",
-		  "invalid deploy request: name: invalid value \"web.v2\": "
-		  "must not contain dots" },
-		{ "{\"name\":\"web\"}", "invalid deploy request: image: "
-					"required" },
-		{ "{\"name\":\"web\",\"image\":\"\"}",
-		  "invalid deploy request: image: required" },
-		{ DEP(",\"image\":\"a b\""),
-		  "invalid deploy request: image: must be a string without "
-		  "spaces or control characters" },
-		{ DEP(",\"namespace\":\"Shop\""),
-		  "invalid deploy request: namespace: invalid value \"Shop\": "
-		  "a lowercase RFC 1123 label must consist of lower case "
-		  "alphanumeric characters or '-', and must start and end "
-		  "with an alphanumeric character (e.g. 'my-name',  or "
-		  "'123-abc')" },
-		{ DEP(",\"replicas\":-1"),
-		  "invalid deploy request: replicas: -1 must be greater than "
-		  "or equal to 0" },
-		{ DEP(",\"replicas\":\"2\""),
-		  "invalid deploy request: replicas: must be an integer" },
-		{ DEP(",\"replicas\":1.5"),
-		  "invalid deploy request: replicas: 1.5 is not an integer" },
-		{ DEP(",\"replicas\":3000000000"),
-		  "invalid deploy request: replicas: 3000000000 is out of "
-		  "range 0..2147483647" },
-		{ DEP(",\"ports\":[{\"container_port\":70000}]"),
-		  "invalid deploy request: ports[0].container_port: 70000 is "
-		  "out of range 1..65535" },
-		{ DEP(",\"ports\":[{\"container_port\":80},{\"name\":\"x\"}]"),
-		  "invalid deploy request: ports[1].container_port: required" },
-		{ DEP(",\"ports\":[{\"container_port\":0}]"),
-		  "invalid deploy request: ports[0].container_port: 0 is out "
-		  "of range 1..65535" },
-		{ DEP(",\"ports\":{\"container_port\":80}"),
-		  "invalid deploy request: ports: must be an array" },
-		{ DEP(",\"ports\":[{\"container_port\":80,\"protocol\":"
-		      "\"ICMP\"}]"),
-		  "invalid deploy request: ports[0].protocol: unsupported "
-		  "value \"ICMP\": supported values: TCP, UDP, SCTP" },
-		{ DEP(",\"ports\":[{\"container_port\":80,\"name\":\"HTTP\"}]"),
-		  "invalid deploy request: ports[0].name: invalid value "
-		  "\"HTTP\": must be at most 15 lower case letters, digits or "
-		  "'-', with at least one letter" },
-		{ DEP(",\"ports\":[{\"container_port\":80},"
-		      "{\"container_port\":80}]"),
-		  "invalid deploy request: ports[1]: duplicate container_port "
-		  "80/TCP" },
-		{ DEP(",\"ports\":[{\"container_port\":80,\"service_port\":"
-		      "99999}]"),
-		  "invalid deploy request: ports[0].service_port: 99999 is "
-		  "out of range 1..65535" },
-		{ "{\"name\":\"1web\",\"image\":\"x\",\"ports\":"
-		  "[{\"container_port\":80}]}",
-		  "invalid deploy request: name: invalid value \"1web\": a "
-		  "Service is created for the ports, and a Service name must "
-		  "start with a letter" },
-		{ DEP(",\"environment\":{\"1BAD\":\"x\"}"),
-		  "invalid deploy request: environment: invalid key \"1BAD\": "
-		  "an environment variable name must consist of alphabetic "
-		  "characters, digits, '_', '-', or '.', and must not start "
-		  "with a digit" },
-		{ DEP(",\"environment\":{\"MODE\":1}"),
-		  "invalid deploy request: environment.MODE: value must be a "
-		  "string" },
-		{ DEP(",\"environment\":[\"A=B\"]"),
-		  "invalid deploy request: environment: must be an object of "
-		  "strings" },
-		{ DEP(",\"resources\":{\"limits\":{\"cpu\":\"5x\"}}"),
-		  "invalid deploy request: resources.limits.cpu: invalid "
-		  "quantity \"5x\" (expected e.g. \"500m\", \"2\", \"128Mi\", "
-		  "\"1G\")" },
-		{ DEP(",\"resources\":{\"requests\":{\"memory\":\"-1Mi\"}}"),
-		  "invalid deploy request: resources.requests.memory: -1Mi "
-		  "must be greater than or equal to 0" },
-		{ DEP(",\"resources\":{\"limit\":{}}"),
-		  "invalid deploy request: resources.limit: unsupported key: "
-		  "supported keys: limits, requests" },
-		{ DEP(",\"resources\":{\"limits\":{\"gpu\":\"1\"}}"),
-		  "invalid deploy request: resources.limits.gpu: unknown "
-		  "resource name: use cpu, memory, ephemeral-storage, "
-		  "hugepages-<size> or a domain-prefixed name" },
-		{ DEP(",\"resources\":{\"limits\":{\"cpu\":true}}"),
-		  "invalid deploy request: resources.limits.cpu: must be a "
-		  "quantity string such as \"500m\" or \"128Mi\"" },
-		{ DEP(",\"labels\":{\"bad key\":\"x\"}"),
-		  "invalid deploy request: labels: invalid key \"bad key\": "
-		  "must be [prefix/]name with name at most 63 alphanumerics, "
-		  "'-', '_' or '.'" },
-		{ DEP(",\"labels\":{\"tier\":\"front end\"}"),
-		  "invalid deploy request: labels.tier: invalid value "
-		  "\"front end\": must be empty or at most 63 alphanumerics, "
-		  "'-', '_' or '.', starting and ending with an "
-		  "alphanumeric" },
-		{ DEP(",\"labels\":{\"app\":\"other\"}"),
-		  "invalid deploy request: labels.app: must be \"web\" or "
-		  "absent: the selector is app=<name>" },
-		{ DEP(",\"annotations\":{\"team\":7}"),
-		  "invalid deploy request: annotations.team: value must be a "
-		  "string" },
+	    {"{}", "invalid deploy request: name: required"},
+	    {"{\"name\":5}", "invalid deploy request: name: must be a "
+			     "string"},
+	    {"{\"name\":\"Web_1\",\"image\":\"x\"}",
+	     "invalid deploy request: name: invalid value \"Web_1\": a "
+	     "lowercase RFC 1123 label must consist of lower case "
+	     "alphanumeric characters or '-', and must start and end "
+	     "with an alphanumeric character (e.g. 'my-name',  or "
+	     "'123-abc')"},
+	    {"{\"name\":\"web.v2\",\"image\":\"x\"}",
+	     "invalid deploy request: name: invalid value \"web.v2\": "
+	     "must not contain dots"},
+	    {"{\"name\":\"web\"}", "invalid deploy request: image: "
+				   "required"},
+	    {"{\"name\":\"web\",\"image\":\"\"}",
+	     "invalid deploy request: image: required"},
+	    {DEP(",\"image\":\"a b\""),
+	     "invalid deploy request: image: must be a string without "
+	     "spaces or control characters"},
+	    {DEP(",\"namespace\":\"Shop\""),
+	     "invalid deploy request: namespace: invalid value \"Shop\": "
+	     "a lowercase RFC 1123 label must consist of lower case "
+	     "alphanumeric characters or '-', and must start and end "
+	     "with an alphanumeric character (e.g. 'my-name',  or "
+	     "'123-abc')"},
+	    {DEP(",\"replicas\":-1"),
+	     "invalid deploy request: replicas: -1 must be greater than "
+	     "or equal to 0"},
+	    {DEP(",\"replicas\":\"2\""),
+	     "invalid deploy request: replicas: must be an integer"},
+	    {DEP(",\"replicas\":1.5"),
+	     "invalid deploy request: replicas: 1.5 is not an integer"},
+	    {DEP(",\"replicas\":3000000000"),
+	     "invalid deploy request: replicas: 3000000000 is out of "
+	     "range 0..2147483647"},
+	    {DEP(",\"ports\":[{\"container_port\":70000}]"),
+	     "invalid deploy request: ports[0].container_port: 70000 is "
+	     "out of range 1..65535"},
+	    {DEP(",\"ports\":[{\"container_port\":80},{\"name\":\"x\"}]"),
+	     "invalid deploy request: ports[1].container_port: required"},
+	    {DEP(",\"ports\":[{\"container_port\":0}]"),
+	     "invalid deploy request: ports[0].container_port: 0 is out "
+	     "of range 1..65535"},
+	    {DEP(",\"ports\":{\"container_port\":80}"),
+	     "invalid deploy request: ports: must be an array"},
+	    {DEP(",\"ports\":[{\"container_port\":80,\"protocol\":"
+		 "\"ICMP\"}]"),
+	     "invalid deploy request: ports[0].protocol: unsupported "
+	     "value \"ICMP\": supported values: TCP, UDP, SCTP"},
+	    {DEP(",\"ports\":[{\"container_port\":80,\"name\":\"HTTP\"}]"),
+	     "invalid deploy request: ports[0].name: invalid value "
+	     "\"HTTP\": must be at most 15 lower case letters, digits or "
+	     "'-', with at least one letter"},
+	    {DEP(",\"ports\":[{\"container_port\":80},"
+		 "{\"container_port\":80}]"),
+	     "invalid deploy request: ports[1]: duplicate container_port "
+	     "80/TCP"},
+	    {DEP(",\"ports\":[{\"container_port\":80,\"service_port\":"
+		 "99999}]"),
+	     "invalid deploy request: ports[0].service_port: 99999 is "
+	     "out of range 1..65535"},
+	    {"{\"name\":\"1web\",\"image\":\"x\",\"ports\":"
+	     "[{\"container_port\":80}]}",
+	     "invalid deploy request: name: invalid value \"1web\": a "
+	     "Service is created for the ports, and a Service name must "
+	     "start with a letter"},
+	    {DEP(",\"environment\":{\"1BAD\":\"x\"}"),
+	     "invalid deploy request: environment: invalid key \"1BAD\": "
+	     "an environment variable name must consist of alphabetic "
+	     "characters, digits, '_', '-', or '.', and must not start "
+	     "with a digit"},
+	    {DEP(",\"environment\":{\"MODE\":1}"),
+	     "invalid deploy request: environment.MODE: value must be a "
+	     "string"},
+	    {DEP(",\"environment\":[\"A=B\"]"),
+	     "invalid deploy request: environment: must be an object of "
+	     "strings"},
+	    {DEP(",\"resources\":{\"limits\":{\"cpu\":\"5x\"}}"),
+	     "invalid deploy request: resources.limits.cpu: invalid "
+	     "quantity \"5x\" (expected e.g. \"500m\", \"2\", \"128Mi\", "
+	     "\"1G\")"},
+	    {DEP(",\"resources\":{\"requests\":{\"memory\":\"-1Mi\"}}"),
+	     "invalid deploy request: resources.requests.memory: -1Mi "
+	     "must be greater than or equal to 0"},
+	    {DEP(",\"resources\":{\"limit\":{}}"),
+	     "invalid deploy request: resources.limit: unsupported key: "
+	     "supported keys: limits, requests"},
+	    {DEP(",\"resources\":{\"limits\":{\"gpu\":\"1\"}}"),
+	     "invalid deploy request: resources.limits.gpu: unknown "
+	     "resource name: use cpu, memory, ephemeral-storage, "
+	     "hugepages-<size> or a domain-prefixed name"},
+	    {DEP(",\"resources\":{\"limits\":{\"cpu\":true}}"),
+	     "invalid deploy request: resources.limits.cpu: must be a "
+	     "quantity string such as \"500m\" or \"128Mi\""},
+	    {DEP(",\"labels\":{\"bad key\":\"x\"}"),
+	     "invalid deploy request: labels: invalid key \"bad key\": "
+	     "must be [prefix/]name with name at most 63 alphanumerics, "
+	     "'-', '_' or '.'"},
+	    {DEP(",\"labels\":{\"tier\":\"front end\"}"),
+	     "invalid deploy request: labels.tier: invalid value "
+	     "\"front end\": must be empty or at most 63 alphanumerics, "
+	     "'-', '_' or '.', starting and ending with an "
+	     "alphanumeric"},
+	    {DEP(",\"labels\":{\"app\":\"other\"}"),
+	     "invalid deploy request: labels.app: must be \"web\" or "
+	     "absent: the selector is app=<name>"},
+	    {DEP(",\"annotations\":{\"team\":7}"),
+	     "invalid deploy request: annotations.team: value must be a "
+	     "string"},
 	};
 
 	for (size_t i = 0; i < ARRAY_LEN(t); i++)
@@ -469,7 +479,7 @@ static void test_scale_delete_get_validation(void)
 
 static void test_shared_settings(void)
 {
-	struct k8s_settings s = { .api_server = "ftp://x" };
+	struct k8s_settings s = {.api_server = "ftp://x"};
 	struct k8s_error err;
 	struct k8s_shared *bad;
 
@@ -501,20 +511,20 @@ static void test_teardown(void)
 }
 
 static const struct check_case check_cases[] = {
-	CHECK_CASE(test_dns1123_label),
-	CHECK_CASE(test_dns1123_subdomain_and_1035),
-	CHECK_CASE(test_qualified_name_and_label_value),
-	CHECK_CASE(test_env_and_port_names),
-	CHECK_CASE(test_quantity),
-	CHECK_CASE(test_status_not_found),
-	CHECK_CASE(test_status_unauthorized_and_conflict),
-	CHECK_CASE(test_status_invalid_escapes_and_causes),
-	CHECK_CASE(test_status_without_status_body),
-	CHECK_CASE(test_utf8_truncation),
-	CHECK_CASE(test_deploy_validation),
-	CHECK_CASE(test_scale_delete_get_validation),
-	CHECK_CASE(test_shared_settings),
-	CHECK_CASE(test_teardown),
+    CHECK_CASE(test_dns1123_label),
+    CHECK_CASE(test_dns1123_subdomain_and_1035),
+    CHECK_CASE(test_qualified_name_and_label_value),
+    CHECK_CASE(test_env_and_port_names),
+    CHECK_CASE(test_quantity),
+    CHECK_CASE(test_status_not_found),
+    CHECK_CASE(test_status_unauthorized_and_conflict),
+    CHECK_CASE(test_status_invalid_escapes_and_causes),
+    CHECK_CASE(test_status_without_status_body),
+    CHECK_CASE(test_utf8_truncation),
+    CHECK_CASE(test_deploy_validation),
+    CHECK_CASE(test_scale_delete_get_validation),
+    CHECK_CASE(test_shared_settings),
+    CHECK_CASE(test_teardown),
 };
 
 CHECK_MAIN()
