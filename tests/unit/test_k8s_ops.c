@@ -28,8 +28,8 @@
 
 /* The simulator runs through k8s_sim_ctl.py, which adds control lines on
  * stdin (faults, token rotation). K8S_SIM in the environment names another
- * script with the same CLI (tests/sim/k8s_sim.py itself, or the stopgap
- * tests/unit/k8s_stub.py); the fault tests are then skipped. */
+ * script with the same CLI (e.g. tests/sim/k8s_sim.py itself); the fault
+ * tests are then skipped. */
 #define SIM_SOURCE  "tests/sim/k8s_sim.py"
 #define DEFAULT_SIM "tests/unit/k8s_sim_ctl.py"
 #define TOKEN	    "sim-token-4f1d"
@@ -408,6 +408,36 @@ static void test_deploy_errors_from_api(void)
 		&err);
 	CHECK(r == NULL);
 	check_error(&err, 404, "NotFound", "namespaces \"nope\" not found");
+	json_decref(r);
+
+	/* A Deployment made by someone else with another selector: apply
+	 * would change spec.selector, which is immutable -> 422 Invalid. */
+	r = json_loads("{\"apiVersion\":\"apps/v1\",\"kind\":"
+		       "\"Deployment\",\"metadata\":{\"name\":\"legacy\"},"
+		       "\"spec\":{\"selector\":{\"matchLabels\":{\"run\":"
+		       "\"legacy\"}},\"template\":{\"metadata\":{\"labels\":"
+		       "{\"run\":\"legacy\"}},\"spec\":{\"containers\":"
+		       "[{\"name\":\"c\",\"image\":\"busybox\"}]}}}}",
+		       0, NULL);
+	CHECK_INT(k8s_call(cl, "POST",
+			   "/apis/apps/v1/namespaces/default/deployments", NULL,
+			   r, NULL, NULL, &err),
+		  0);
+	json_decref(r);
+	r = run(k8s_op_deploy, "{\"name\":\"legacy\",\"image\":\"busybox\"}",
+		&err);
+	CHECK(r == NULL);
+	CHECK_INT(err.code, 422);
+	CHECK_STR(err.reason, "Invalid");
+	CHECK(strstr(err.message, "Deployment.apps \"legacy\" is invalid: ") ==
+	      err.message);
+	CHECK(strstr(err.message, "spec.selector") != NULL);
+	CHECK(strstr(err.message, "field is immutable") != NULL);
+	if (!strstr(err.message, "field is immutable"))
+		fprintf(stderr, "  %s\n", err.message);
+	json_decref(r);
+	r = run(k8s_op_delete, "{\"name\":\"legacy\"}", &err);
+	CHECK(r != NULL);
 	json_decref(r);
 }
 
