@@ -1917,7 +1917,8 @@ class K8sSim:
             self._deny = []
 
     def reset_counts(self):
-        self.counts.clear()
+        with self._lock:
+            self.counts.clear()
 
     def set_fault(self, spec, match=None, times=None):
         if spec is not None:
@@ -2728,9 +2729,10 @@ class K8sSim:
                            {"message": "injected fault"}]))
 
     def _count(self, method, what, verb=None):
-        self.counts[(method, what)] += 1
-        if verb:
-            self.counts[(verb, what)] += 1
+        with self._lock:
+            self.counts[(method, what)] += 1
+            if verb:
+                self.counts[(verb, what)] += 1
 
     # ------------------------------------------------------------ routing
     def _route(self, method, path, q, headers, body):

@@ -11,7 +11,6 @@ Two kinds of evidence:
     and a kubeconfig holding the CA and the token, stdin=/dev/null.
 Every simulator binds port 0 on loopback and is stopped by the test.
 """
-import base64
 import http.client
 import json
 import os
@@ -23,7 +22,6 @@ import sys
 import tempfile
 import time
 import unittest
-import urllib.error
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -1306,6 +1304,23 @@ class KubectlTest(unittest.TestCase):
         p = self.kubectl("get", "deployment", "nope", rc=1)
         self.assertEqual(p.stderr.strip(), 'Error from server (NotFound): '
                          'deployments.apps "nope" not found')
+        # kubectl rebuilds an Invalid message from details.kind/name/causes
+        p = self.kubectl("patch", "deployment", "web", "-p",
+                         '{"spec":{"replicas":-1}}', rc=1)
+        self.assertEqual(p.stderr.strip(), 'The Deployment "web" is invalid: '
+                         'spec.replicas: Invalid value: -1: must be greater '
+                         'than or equal to 0')
+        p = self.kubectl("patch", "deployment", "web", "--type=json", "-p",
+                         '[{"op":"test","path":"/spec/replicas","value":9}]',
+                         rc=1)
+        self.assertEqual(p.stderr.strip(), "The request is invalid: the server "
+                         "rejected our request due to an error in our request")
+        # server-side apply against a field another manager changed
+        self.kubectl("patch", "deployment", "web", "-p",
+                     '{"spec":{"replicas":3}}')
+        p = self.kubectl("apply", "--server-side", "-f", "manifest.yaml", rc=1)
+        self.assertIn('Apply failed with 1 conflict: conflict with "kubectl-'
+                      'patch" using apps/v1: .spec.replicas', p.stderr)
         bad = self.write_kubeconfig("bad-kubeconfig", "wrong-token")
         p = self.kubectl("get", "pods", rc=1, kubeconfig=bad)
         self.assertIn("error: You must be logged in to the server "
