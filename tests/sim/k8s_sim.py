@@ -90,6 +90,9 @@ TEST HOOKS (in-process use)
     sim.set_fault(None)          normal service
     sim.set_fault("down")        connections are closed without an answer
                                  (new ones before the TLS handshake)
+    sim.set_fault("refuse")      the listener is closed (connection refused)
+                                 and open connections are cut; set_fault(None)
+                                 listens again on the same port
     sim.set_fault("slow:2.5")    every request waits 2.5 s first
     sim.set_fault("500")         500 InternalError Status (health: text)
     sim.set_fault("503"|"429"|"504"|"409")   ServiceUnavailable,
@@ -1786,27 +1789,30 @@ class K8sSim:
             ctx.load_cert_chain(os.path.join(self.certdir, "server.pem"),
                                 os.path.join(self.certdir, "server.key"))
             self._ssl_ctx = ctx
-        fam = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        self._server = _Server((self.host, self._want_port), _Handler, self, fam)
+        self._listen(self._want_port)
         self.port = self._server.server_address[1]
+        tt = threading.Thread(target=self._timer_loop, name="k8s-sim-timers",
+                              daemon=True)
+        tt.start()
+        self._threads = [tt]
+        return self
+
+    def _listen(self, port):
+        fam = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self._server = _Server((self.host, port), _Handler, self, fam)
         t = threading.Thread(target=self._server.serve_forever,
                              kwargs={"poll_interval": 0.1},
                              name="k8s-sim-accept", daemon=True)
         t.start()
-        tt = threading.Thread(target=self._timer_loop, name="k8s-sim-timers",
-                              daemon=True)
-        tt.start()
-        self._threads = [t, tt]
-        return self
+        self._accept_thread = t
 
-    def stop(self):
-        if self._server is None:
-            return
-        self._stopping.set()
-        with self._cond:
-            self._cond.notify_all()
-        self._server.shutdown()
-        self._server.server_close()
+    def _unlisten(self):
+        """Close the listener and every open connection."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._accept_thread.join(timeout=5)
+            self._server = None
         with self._lock:
             conns = list(self._conns.values())
         for c in conns:
@@ -1814,9 +1820,16 @@ class K8sSim:
                 c.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def stop(self):
+        if self._stopping.is_set() or self.port is None:
+            return
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._unlisten()
         for t in self._threads:
             t.join(timeout=5)
-        self._server = None
 
     def __enter__(self):
         return self.start()
@@ -1923,11 +1936,20 @@ class K8sSim:
     def set_fault(self, spec, match=None, times=None):
         if spec is not None:
             spec = str(spec)
-            if not (spec == "down" or spec.startswith("slow:") or
+            if not (spec in ("down", "refuse") or spec.startswith("slow:") or
                     spec in ("500", "503", "429", "504", "409")):
                 raise ValueError("unknown fault %r" % spec)
+            if spec.startswith("slow:"):
+                float(spec[5:])
         with self._lock:
+            was = self._fault[0] if self._fault else None
             self._fault = None if spec is None else [spec, match, times]
+        if self.port is None or self._stopping.is_set():
+            return
+        if spec == "refuse" and was != "refuse":
+            self._unlisten()
+        elif spec != "refuse" and was == "refuse":
+            self._listen(self.port)
 
     def wait_for(self, pred, timeout=5.0, interval=0.02):
         end = time.time() + timeout
@@ -2632,7 +2654,7 @@ class K8sSim:
     def _fault_for(self, path):
         with self._lock:
             f = self._fault
-            if f is None or (f[1] and f[1] not in path):
+            if f is None or f[0] == "refuse" or (f[1] and f[1] not in path):
                 return None
             if f[2] is not None:
                 f[2] -= 1

@@ -997,9 +997,42 @@ class TransportAndHooksTest(SimCase):
             sim.set_fault("down")
             with self.assertRaises((OSError, http.client.HTTPException)):
                 call(sim, "GET", "/version")
+            sim.set_fault("refuse")
+            with self.assertRaises(ConnectionRefusedError):
+                call(sim, "GET", "/version")
         finally:
             sim.set_fault(None)
         self.assertEqual(call(sim, "GET", "/version").status, 200)
+
+    def test_stop_ends_streams_and_idle_connections(self):
+        sim = new_sim()
+        sim.create(deployment("st", 1))
+        pod = sim.list("pods", "default")[0]["metadata"]["name"]
+        conns = []
+        for path in (DEPS + "?watch=1",
+                     "/api/v1/namespaces/default/pods/%s/log?follow=1" % pod,
+                     "/version"):
+            c = connect(sim)
+            c.request("GET", path, headers={"Authorization": "Bearer " + TOKEN})
+            r = c.getresponse()
+            if path == "/version":
+                r.read()           # idle keep-alive connection
+            conns.append((c, r))
+        sim.wait_for(lambda: sim.streams == 2)
+        t0 = time.time()
+        sim.stop()
+        self.assertLess(time.time() - t0, 3)
+        for c, r in conns[:2]:
+            try:
+                while r.read(65536):
+                    pass
+            except (OSError, http.client.HTTPException):
+                pass
+            c.close()
+        conns[2][0].close()
+        self.assertEqual(sim.streams, 0)
+        with self.assertRaises(ConnectionRefusedError):
+            call(sim, "GET", "/version")
 
     def test_pod_logs(self):
         sim = self.sim
