@@ -71,9 +71,10 @@ $(BUILD)/pipeops-agent: $(BUILD)/agent/main.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # The installed/run binary lives in agent/ (ignored by git); it is a copy of
-# the release build so `make` leaves one obvious thing to run.
+# the release build so `make` leaves one obvious thing to run. Copy then
+# rename, so a running agent ("Text file busy") never blocks a build.
 $(AGENT_BIN): $(BUILD)/pipeops-agent
-	cp $< $@
+	cp $< $@.tmp && mv -f $@.tmp $@
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)

@@ -35,6 +35,7 @@ struct tls_ctx;
 struct k8s_shared;
 struct k8s_client;
 struct agent;
+struct dedup;
 
 enum endpoint_state {
 	EPS_IDLE = 0,       /* runner not assigned */
@@ -100,6 +101,9 @@ struct endpoint {
 	struct ring *from_super;
 	struct ring *from_reader;
 	struct ring *to_super;
+
+	struct dedup *dedup;            /* request ids seen (thread-safe) */
+	atomic_uint_fast64_t duplicates; /* redelivered requests not re-run */
 
 	atomic_bool stop_reading;       /* graceful stop: read no more */
 	atomic_bool stop;               /* threads exit */

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "agent/dedup.h"
 #include "common/backoff.h"
 #include "common/log.h"
 #include "common/rand.h"
@@ -37,6 +38,8 @@
 #include "common/ws.h"
 
 #define RING_SIZE 1024
+/* Stored replies kept for redelivered requests, per endpoint. */
+#define DEDUP_MAX_BYTES (32u << 20)
 #define USER_AGENT "pipeops-agent/" PIPEOPS_VERSION
 
 struct pending {
@@ -190,9 +193,36 @@ static void on_message(void *ud, const char *text, size_t len)
 		return;
 	}
 	if (worker_handles(req->type)) {
-		int w = worker_pick(ep->agent, ep->id, req);
+		char *stored = NULL;
+		size_t stored_len = 0;
+		int w;
 
-		hand_over(rc, ep->to_worker[w], req, true);
+		switch (dedup_check(ep->dedup, req->id, &stored, &stored_len)) {
+		case DEDUP_NEW:
+			w = worker_pick(ep->agent, ep->id, req);
+			hand_over(rc, ep->to_worker[w], req, true);
+			return;
+		case DEDUP_RUNNING:
+			LOG_INFO("duplicate request, still running",
+				 "endpoint=%s request_id=%s", ep->name,
+				 req->id);
+			break;
+		case DEDUP_DONE: {
+			struct outmsg *m = xcalloc(1, sizeof(*m));
+
+			m->text = stored;
+			m->len = stored_len;
+			m->flags = OUT_REPLY;
+			snprintf(m->type, sizeof(m->type), "response");
+			LOG_INFO("duplicate request, reply sent again",
+				 "endpoint=%s request_id=%s", ep->name,
+				 req->id);
+			hand_over(rc, ep->from_reader, m, false);
+			break;
+		}
+		}
+		atomic_fetch_add(&ep->duplicates, 1);
+		request_free(req);
 		return;
 	}
 	snprintf(err, sizeof(err), "unsupported message type: %s", req->type);
@@ -646,6 +676,10 @@ int endpoint_init(struct endpoint *ep, struct agent *a, enum endpoint_id id)
 	ep->from_super = ring_new(RING_SIZE, ep->writer_wake);
 	ep->from_reader = ring_new(RING_SIZE, ep->writer_wake);
 	ep->to_super = ring_new(RING_SIZE, a->super_wake);
+	ep->dedup = dedup_new(a->config->runner.dedup_window
+				      ? a->config->runner.dedup_window
+				      : 4096,
+			      DEDUP_MAX_BYTES);
 	return 0;
 }
 
@@ -748,6 +782,7 @@ void endpoint_destroy(struct endpoint *ep)
 	ring_free_items(ep->from_reader, free_outmsg);
 	ring_free_items(ep->to_super, free_sup_event);
 	endpoint_target_free(ep->target);
+	dedup_free(ep->dedup);
 	close(ep->reader_wake);
 	close(ep->writer_wake);
 	pthread_mutex_destroy(&ep->target_lock);

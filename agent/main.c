@@ -90,15 +90,48 @@ static void resolve_agent_id(struct agent *a)
 		fclose(f);
 }
 
+/* Write end of the start-up pipe in a daemon; -1 otherwise. */
+static int ready_fd = -1;
+
+/* Tell the command that started the daemon that start-up succeeded; a
+ * daemon that exits before this makes that command exit EXIT_RUNTIME. */
+static void daemon_ready(void)
+{
+	unsigned char ok = 0;
+
+	if (ready_fd < 0)
+		return;
+	if (write(ready_fd, &ok, 1) != 1)
+		LOG_WARN("cannot report start-up to the parent", "errno=%d",
+			 errno);
+	close(ready_fd);
+	ready_fd = -1;
+}
+
+/* The first process waits for the daemon's start-up result (one status
+ * byte, or EOF when the daemon exited) and exits with it. */
 static int daemonize(void)
 {
-	pid_t pid = fork();
-	int fd;
+	int p[2], fd;
+	pid_t pid;
 
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
 	if (pid < 0)
 		return -errno;
-	if (pid > 0)
-		_exit(0);
+	if (pid > 0) {
+		unsigned char status;
+		ssize_t n;
+
+		close(p[1]);
+		do
+			n = read(p[0], &status, 1);
+		while (n < 0 && errno == EINTR);
+		_exit(n == 1 ? status : EXIT_RUNTIME);
+	}
+	close(p[0]);
+	ready_fd = p[1];
 	if (setsid() < 0)
 		return -errno;
 	pid = fork();
@@ -241,7 +274,7 @@ int main(int argc, char **argv)
 	sigset_t set;
 	char err[300];
 	int opt, rc, pid_fd = -1;
-	char *pid_path = NULL;
+	char *pid_path = NULL, *abs_path = NULL;
 
 	while ((opt = getopt_long(argc, argv, "c:ftVh", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -283,6 +316,10 @@ int main(int argc, char **argv)
 	}
 	if (!cfg)
 		return EXIT_CONFIG;
+	/* Reloads re-read @path after daemonize() moved to "/". */
+	abs_path = realpath(path, NULL);
+	if (abs_path)
+		path = abs_path;
 
 	if (!foreground && daemonize() < 0) {
 		fprintf(stderr, "pipeops-agent: cannot daemonize: %s\n",
@@ -332,6 +369,7 @@ int main(int argc, char **argv)
 	if (rc == 0) {
 		LOG_INFO("started", "version=%s agent_id=%s workers=%d",
 			 PIPEOPS_VERSION, a.agent_id, a.n_workers);
+		daemon_ready();
 		rc = supervisor_run(&a, path);
 	} else {
 		workers_stop(&a);
@@ -344,6 +382,7 @@ int main(int argc, char **argv)
 		close(pid_fd);
 	}
 	free(pid_path);
+	free(abs_path);
 	LOG_INFO("stopped", "exit=%d", rc == 0 ? 0 : EXIT_RUNTIME);
 	return rc == 0 ? 0 : EXIT_RUNTIME;
 }

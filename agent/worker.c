@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "agent/dedup.h"
 #include "common/log.h"
 #include "common/ring.h"
 #include "common/util.h"
@@ -133,8 +134,11 @@ static void execute(struct worker *w, struct request *req)
 	}
 	m = outmsg_from_json(reply, OUT_REPLY);
 	json_decref(reply);
-	if (m)
+	if (m) {
+		dedup_complete(a->ep[req->origin].dedup, req->id, m->text,
+			       m->len);
 		deliver(w, req->origin, m);
+	}
 	atomic_fetch_sub(&a->in_flight, 1);
 	request_free(req);
 }
