@@ -42,6 +42,26 @@ DESIGN
               "kubernetes" Service in default (10.96.0.1:443), as on a real
               cluster.
 
+  Behaviour worth knowing in tests:
+              - pods are Running as soon as the write that created them
+                returns (no ContainerCreating phase); controller-deleted pods
+                vanish at once, user-deleted scheduled pods are Terminating
+                for pod_delete_delay seconds;
+              - each started container has log_lines lines
+                "<pod> <container> line <i>";
+              - Table output (Accept ...;as=Table) for kubectl's columns;
+              - JSON is compact unless ?pretty=true or the User-Agent starts
+                with curl, Wget or Mozilla/5.0 (as the real server does).
+  Not modelled: protobuf and CBOR bodies (415; kubectl's generator
+              commands like `kubectl create namespace` therefore fail, as the
+              reference predicts), ReplicaSet/Event/other resources,
+              managedFields in responses (ownership is tracked internally for
+              server-side apply conflicts, one owner per field, no shared
+              ownership), strict unknown-field checks beyond the top level,
+              metadata, deployment/service/pod spec and container keys,
+              consistent snapshots for `continue` (later pages show the
+              current state), watch-list (sendInitialEvents).
+
 TEST HOOKS (in-process use)
     sim = K8sSim(port=0, certdir=D, token="t0k", host="127.0.0.1")
     sim.start()                 # serves in background threads; returns sim
@@ -1209,6 +1229,9 @@ def parse_yaml(text):
                 # "- key: value" starts a mapping at item_ind
                 toks[pos[0]] = (item_ind, content, toks[pos[0]][2])
                 out.append(parse_map(item_ind))
+            elif content in ("|", "|-", ">", ">-", "|+"):
+                pos[0] += 1
+                out.append(block_scalar(ind, content))
             else:
                 pos[0] += 1
                 out.append(scalar(content))

@@ -1086,6 +1086,51 @@ class TransportAndHooksTest(SimCase):
         self.assertIsNone(sim.get("deployments", "default", "gc"))
 
 
+class HelpersTest(unittest.TestCase):
+    """Pure functions of the simulator."""
+
+    def test_yaml_subset(self):
+        y = ("# manifest\napiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n"
+             "  annotations:\n    note: \"a: b # not a comment\"\n"
+             "spec:\n  containers:\n    - name: c\n      image: busybox\n"
+             "      args: [\"-c\", \"x\"]\n      env:\n      - name: A\n"
+             "        value: \"1\"\n      - {name: B, value: x}\n"
+             "      command:\n      - sh\n      - |\n        echo hi\n"
+             "  volumes: []\n  flag: true\n  none:\n---\nkind: Other\n")
+        self.assertEqual(k8s_sim.parse_yaml(y), {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {
+                "name": "p", "annotations": {"note": "a: b # not a comment"}},
+            "spec": {"containers": [{
+                "name": "c", "image": "busybox", "args": ["-c", "x"],
+                "env": [{"name": "A", "value": "1"},
+                        {"name": "B", "value": "x"}],
+                "command": ["sh", "echo hi\n"]}],
+                "volumes": [], "flag": True, "none": None}})
+
+    def test_label_selectors(self):
+        reqs = k8s_sim.parse_label_selector(
+            "app in (web,api),tier!=db,!legacy,env")
+        m = k8s_sim.labels_match
+        self.assertTrue(m(reqs, {"app": "web", "env": "x"}))
+        self.assertFalse(m(reqs, {"app": "web", "env": "x", "legacy": "1"}))
+        self.assertFalse(m(reqs, {"app": "db", "env": "x"}))
+        self.assertFalse(m(reqs, {"app": "web"}))
+        with self.assertRaises(k8s_sim.ApiError) as cm:
+            k8s_sim.parse_label_selector("app=(")
+        self.assertEqual(cm.exception.code, 400)
+        self.assertEqual(k8s_sim.selector_string(k8s_sim.selector_from({
+            "matchLabels": {"b": "2", "a": "1"}, "matchExpressions": [
+                {"key": "c", "operator": "In", "values": ["y", "x"]}]})),
+            "a=1,b=2,c in (x,y)")
+
+    def test_human_duration(self):
+        h = k8s_sim.human_duration
+        self.assertEqual([h(x) for x in (5, 119, 150, 600, 3 * 3600 + 60,
+                                         9 * 3600, 50 * 3600, 400 * 86400)],
+                         ["5s", "119s", "2m30s", "10m", "3h1m", "9h", "2d2h",
+                          "400d"])
+
+
 class IPv6AndPlainTest(unittest.TestCase):
 
     def test_ipv6_loopback(self):
