@@ -3266,6 +3266,13 @@ class K8sSim:
             return resp
 
     def _http_patch(self, kd, ns, name, sub, q, headers, body, manager):
+        # one critical section: a patch without an RV precondition must not
+        # fail because another writer got in between read and write
+        with self._lock:
+            return self._patch_locked(kd, ns, name, sub, q, headers, body,
+                                      manager)
+
+    def _patch_locked(self, kd, ns, name, sub, q, headers, body, manager):
         ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype not in PATCH_TYPES:
             raise ApiError(415, "UnsupportedMediaType",
@@ -3346,15 +3353,7 @@ class K8sSim:
             return self._write_scale(kd, ns, name, patched, q, headers, manager)
         warnings = self._field_validation(kd, patched, q, patch=True)
         with self._lock:
-            cur2 = self._get_obj(kd, ns, name)
-            if cur2 is None:
-                raise kd.not_found(name)
-            if cur2["metadata"]["resourceVersion"] != cur["metadata"][
-                    "resourceVersion"]:
-                # raced with another writer: the real server retries the patch
-                return self._http_patch(kd, ns, name, sub, q, headers, body,
-                                        manager)
-            out = self._update(kd, cur2, patched, manager, dry, sub, owners)
+            out = self._update(kd, cur, patched, manager, dry, sub, owners)
             resp = self._json(200, out, q, headers, warnings)
             if not dry:
                 self._reconcile()
