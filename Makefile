@@ -90,8 +90,14 @@ test: $(AGENT_BIN) $(UNIT_BIN)
 demo: $(AGENT_BIN)
 	@$(PYTHON) tests/demo.py
 
+# ThreadSanitizer: every unit test (ring stress included), then the
+# end-to-end pipeline (reader -> workers -> writer, both endpoints) with a
+# TSan agent that stops at the first report.
+TSAN_RUN := TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1"
 tsan:
-	$(MAKE) VARIANT=tsan unit
+	$(MAKE) VARIANT=tsan unit build/tsan/pipeops-agent
+	$(TSAN_RUN) PIPEOPS_AGENT_BIN=build/tsan/pipeops-agent \
+		$(PYTHON) tests/integration/test_e2e.py
 
 asan:
 	$(MAKE) VARIANT=asan unit
