@@ -84,10 +84,12 @@ unit: $(UNIT_BIN)
 	@tests/run-unit.sh $(UNIT_BIN)
 
 # Integration tests need the release agent binary.
-test: $(AGENT_BIN) $(UNIT_BIN)
+test: deps
+	@$(MAKE) --no-print-directory $(AGENT_BIN) $(UNIT_BIN)
 	@tests/run-all.sh "$(BUILD)" $(UNIT_BIN)
 
-demo: $(AGENT_BIN)
+demo: deps
+	@$(MAKE) --no-print-directory $(AGENT_BIN)
 	@$(PYTHON) tests/demo.py
 
 # ThreadSanitizer: every unit test (ring stress included), then the
