@@ -102,8 +102,9 @@ def describe(msg):
         add("replicas", d.get("replicas"))
         if isinstance(d.get("deployments"), list):
             add("deployments", [x.get("name") for x in d["deployments"]])
-        if isinstance(d.get("nodes"), list):
-            add("nodes", len(d["nodes"]))
+        for k in ("nodes", "pods", "services"):
+            if isinstance(d.get(k), list):
+                add(k, len(d[k]))
         if not any(k.startswith(("deployment", "replicas", "agent_id"))
                    for k in kv):
             add("message", d.get("message"))
