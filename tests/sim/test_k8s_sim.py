@@ -20,6 +20,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.request
@@ -950,6 +951,34 @@ class TransportAndHooksTest(SimCase):
         self.assertEqual(call(self.sim, "GET", "/version", conn=c).status, 200)
         self.assertIs(c.sock, sock)
         c.close()
+
+    def test_concurrent_writers(self):
+        self.sim.create(deployment("cc", 1))
+        codes, errors = [], []
+
+        def worker(i):
+            try:
+                c = connect(self.sim)
+                for j in range(15):
+                    codes.append(call(self.sim, "PATCH", DEPS + "/cc/scale",
+                                      {"spec": {"replicas": (i + j) % 4}},
+                                      ctype="application/merge-patch+json",
+                                      conn=c).status)
+                    codes.append(call(self.sim, "GET", "/api/v1/pods?limit=2",
+                                      conn=c).status)
+                c.close()
+            except Exception as e:  # reported below
+                errors.append(e)
+        ts = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        self.assertEqual(errors, [])
+        self.assertEqual(codes, [200] * 180)
+        d = self.sim.get("deployments", "default", "cc")
+        self.assertEqual(len(self.sim.list("pods", "default", "app=cc")),
+                         d["spec"]["replicas"])
 
     def test_counters(self):
         self.sim.reset_counts()
