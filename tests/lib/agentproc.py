@@ -13,6 +13,7 @@ Every Agent started is killed at interpreter exit too (atexit), so a failing
 test never leaves a process behind. Configuration format: CONFIG.md.
 """
 import atexit
+import ctypes
 import os
 import re
 import signal
@@ -35,6 +36,16 @@ def _kill_all():
 
 
 atexit.register(_kill_all)
+
+
+def _die_with_parent():
+    """preexec_fn: SIGKILL the agent when the test process dies, even by
+    SIGKILL or timeout(1) (atexit does not run then). PR_SET_PDEATHSIG
+    follows the thread that forked: start agents from the main thread."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def have_agent():
@@ -160,7 +171,8 @@ class Agent:
             self.proc = subprocess.Popen(
                 [self.binary, "-c", self.config_path, "-f"] + self.extra_args,
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                env=self.env, start_new_session=True)
+                env=self.env, start_new_session=True,
+                preexec_fn=_die_with_parent)
         finally:
             logf.close()
         _live.add(self)
