@@ -19,6 +19,24 @@ Roles:
           assign_runner() sends `runner_assigned`.
   runner  no automatic behaviour; request()/call() drive operations.
 
+API summary (all methods are thread-safe and synchronous):
+  WsPeer(role, certdir=None, token=..., host="127.0.0.1", port=0,
+         auto_ack=True, transcript=None, name=None, agent_id=None)
+  start() / stop() / with-statement     .port .url .url_for(path) .secure
+  send(msg, conn=None) send_raw(text|bytes, conn=None)
+  request(type, data, encoding="object"|"string"|"base64", id=None) -> id
+  call(type, data, timeout, encoding, id) -> the final reply
+  assign_runner(endpoint, token, runner_id, id=None)   unassign_runner()
+  kill_connections() (TCP abort)   close_connections(code, reason)
+  connected  connection_count  connections  last_connection  handshakes
+  wait_connected(timeout, count=None)  wait_disconnected(timeout)
+  received (Received dicts: .t .mono .conn .raw)  undecodable  sent
+  mark()  wait_for(pred|type, timeout, after=mark)  wait_reply(id)
+  wait_sent(pred|type, timeout)  of_type(type)
+  auto_ack, agent_id, refuse_status (e.g. 503), transcript: settable
+Module helpers: make_msg, make_reply, data_of, rfc3339_now, new_id,
+  of_type, reply_to, heartbeat_with, summarize, SimTimeout.
+
 Message format and envelope: /work/shared/PROTOCOL.md section 2.
 
 The transcript hook, when given, is called on the loop thread as
