@@ -110,6 +110,38 @@ lint:
 deps:
 	@tests/deps.sh
 
+# libFuzzer harnesses (tests/fuzz/fuzz_NAME.c, clang): built in build/fuzz/
+# and run one after the other for FUZZ_SECONDS each, on a working corpus in
+# build/fuzz/corpus/NAME seeded from tests/fuzz/corpus/NAME. A crash stops
+# the run and leaves its input in build/fuzz/crashes/NAME/.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_NAMES   := upgrade frames msg
+FUZZ_SRC     := common/ws.c common/url.c common/tls.c common/rand.c \
+                common/util.c common/log.c agent/msg.c
+FUZZ_FLAGS   := -g -O1 -fno-omit-frame-pointer -std=c11 -pthread \
+                -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=undefined
+FUZZ_BIN     := $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRC) $(wildcard common/*.h) \
+		agent/msg.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -I. -D_GNU_SOURCE -DPIPEOPS_VERSION='"$(VERSION)"' \
+		$(FUZZ_FLAGS) $(shell pkg-config --cflags jansson) -o $@ $< \
+		$(FUZZ_SRC) -lwslay -lmbedtls -lmbedx509 -lmbedcrypto \
+		$(shell pkg-config --libs jansson)
+
+fuzz: $(FUZZ_BIN)
+	@for n in $(FUZZ_NAMES); do \
+		mkdir -p build/fuzz/corpus/$$n build/fuzz/crashes/$$n; \
+		echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
+		build/fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) \
+			-print_final_stats=1 \
+			-artifact_prefix=build/fuzz/crashes/$$n/ \
+			build/fuzz/corpus/$$n tests/fuzz/corpus/$$n || exit 1; \
+	done
+
 # /etc stays /etc whatever PREFIX is; the init script and defaults file get
 # DAEMON=$(PREFIX)/sbin/pipeops-agent. An existing /etc/default file or
 # agent.ini is never overwritten (the sample is always in share/doc).
