@@ -28,7 +28,9 @@ def main():
                                      resultclass=_Result)
     res = runner.run(suite)
     failed = len(res.failures) + len(res.errors) + len(res.unexpectedSuccesses)
-    passed = res.testsRun - failed - len(res.skipped)
+    # A SkipTest raised in setUpClass counts as skipped without being run,
+    # so never let the subtraction go below zero.
+    passed = max(0, res.testsRun - failed - len(res.skipped))
     for case, _ in res.failures + res.errors:
         print("FAIL %s" % case.id())
     for case, why in res.skipped:
