@@ -105,6 +105,11 @@ struct endpoint {
 	struct dedup *dedup;            /* request ids seen (thread-safe) */
 	atomic_uint_fast64_t duplicates; /* redelivered requests not re-run */
 
+	atomic_size_t pending;          /* reader's pending list length */
+	atomic_int in_flight;           /* handed to workers, not answered */
+	/* Timing, updated at once on reload (ms). */
+	atomic_int_fast64_t ping_interval_ms, ping_timeout_ms;
+
 	atomic_bool stop_reading;       /* graceful stop: read no more */
 	atomic_bool stop;               /* threads exit */
 	atomic_size_t outbox_len;       /* writer's queue length */
@@ -144,7 +149,8 @@ struct agent {
 	/* cluster facts for register, refreshed by worker 0 */
 	pthread_mutex_t cluster_lock;
 	json_t *cluster_info;           /* guarded by cluster_lock */
-	bool registered;                /* supervisor only */
+	atomic_bool registered;         /* written by the supervisor; read by
+					 * the health thread */
 };
 
 /* endpoint.c */
@@ -156,6 +162,13 @@ void endpoint_target_free(struct endpoint_target *t);
 /* Supervisor: hand a message to the writer (takes ownership of @m). */
 bool endpoint_send_from_super(struct endpoint *ep, struct outmsg *m);
 void endpoint_stop_reading(struct endpoint *ep);
+/* Supervisor: apply new ping timing to the live link at once. */
+void endpoint_set_timing(struct endpoint *ep,
+			 const struct config_endpoint *cfg);
+/* Nothing received is unanswered and nothing is waiting to be sent. */
+bool endpoint_idle(struct endpoint *ep);
+/* Worker: a request from @ep was answered (its reply is queued). */
+void endpoint_request_done(struct endpoint *ep);
 /* Stop threads: close with @code, flush for at most @flush_ms. */
 void endpoint_stop(struct endpoint *ep, int64_t flush_ms);
 void endpoint_destroy(struct endpoint *ep);
