@@ -118,6 +118,7 @@ static void pending_add(struct reader_ctx *rc, struct ring *ring, void *item,
 		rc->head = p;
 	rc->tail = p;
 	rc->n_pending++;
+	atomic_store(&rc->ep->pending, rc->n_pending);
 }
 
 /* Push in order what waits; stop at the first ring that is still full. */
@@ -132,6 +133,7 @@ static void pending_flush(struct reader_ctx *rc)
 		rc->n_pending--;
 		free(p);
 	}
+	atomic_store(&rc->ep->pending, rc->n_pending);
 }
 
 static void hand_over(struct reader_ctx *rc, struct ring *ring, void *item,
@@ -200,6 +202,7 @@ static void on_message(void *ud, const char *text, size_t len)
 		switch (dedup_check(ep->dedup, req->id, &stored, &stored_len)) {
 		case DEDUP_NEW:
 			w = worker_pick(ep->agent, ep->id, req);
+			atomic_fetch_add(&ep->in_flight, 1);
 			hand_over(rc, ep->to_worker[w], req, true);
 			return;
 		case DEDUP_RUNNING:
@@ -285,36 +288,103 @@ static void reader_wait(struct endpoint *ep, int64_t ms, uint64_t gen)
  * Serve one open connection until it ends. Returns why it ended, as text
  * for the log (static or in @why).
  */
+/* The writer's outbox is at its limit: read no more requests. */
+static bool outbox_full(struct endpoint *ep, const struct endpoint_target *t)
+{
+	size_t max_n = t->cfg.outbox_max_messages ? t->cfg.outbox_max_messages
+						  : 10000;
+	size_t max_b = t->cfg.outbox_max_bytes ? t->cfg.outbox_max_bytes
+					       : 64u << 20;
+
+	return atomic_load(&ep->outbox_len) >= max_n ||
+	       atomic_load(&ep->outbox_bytes) >= max_b;
+}
+
+bool endpoint_idle(struct endpoint *ep)
+{
+	if (atomic_load(&ep->pending) || atomic_load(&ep->in_flight) ||
+	    atomic_load(&ep->outbox_len) || ring_depth(ep->from_super) ||
+	    ring_depth(ep->from_reader))
+		return false;
+	for (int i = 0; i < ep->agent->n_workers; i++)
+		if (ring_depth(ep->from_worker[i]))
+			return false;
+	return true;
+}
+
+void endpoint_request_done(struct endpoint *ep)
+{
+	atomic_fetch_sub(&ep->in_flight, 1);
+	wakefd_signal(ep->reader_wake);
+}
+
+/*
+ * The endpoint was given a new target while this link is up: stop reading,
+ * let the replies owed to this peer reach it (bounded by @ms), then close.
+ */
+static void drain_before_switch(struct reader_ctx *rc, struct ws_conn *conn,
+				int64_t ms)
+{
+	struct endpoint *ep = rc->ep;
+	int64_t until = clock_mono_ms() + ms;
+
+	while (clock_mono_ms() < until && !atomic_load(&ep->stop) &&
+	       (rc->head || !endpoint_idle(ep))) {
+		struct pollfd p = { .fd = ep->reader_wake, .events = POLLIN };
+
+		pending_flush(rc);
+		wakefd_signal(ep->writer_wake);
+		if (poll(&p, 1, 20) > 0)
+			wakefd_drain(ep->reader_wake);
+	}
+	if (!endpoint_idle(ep))
+		LOG_WARN("switching endpoint with replies still queued",
+			 "endpoint=%s in_flight=%d outbox=%zu", ep->name,
+			 atomic_load(&ep->in_flight),
+			 atomic_load(&ep->outbox_len));
+	ws_conn_close(conn, 1000, "endpoint changed");
+	wakefd_signal(ep->writer_wake);
+}
+
+/*
+ * Serve one open connection until it ends. Returns why it ended, as text
+ * for the log (static or in @why).
+ */
 static const char *run_link(struct reader_ctx *rc, struct ws_conn *conn,
 			    const struct endpoint_target *t, uint64_t gen,
 			    char *why, size_t whylen)
 {
 	struct endpoint *ep = rc->ep;
 	int64_t now = clock_mono_ms();
-	int64_t next_ping = now + t->cfg.ping_interval_ms;
+	int64_t next_ping = now + atomic_load(&ep->ping_interval_ms);
 
 	for (;;) {
 		struct pollfd p[2];
 		int64_t deadline, timeout;
+		int64_t interval = atomic_load(&ep->ping_interval_ms);
+		int64_t dead_after = atomic_load(&ep->ping_timeout_ms);
 		bool want_read = !rc->head &&
-				 !atomic_load(&ep->stop_reading);
+				 !atomic_load(&ep->stop_reading) &&
+				 !outbox_full(ep, t);
 		int rc_read = 0;
 
 		now = clock_mono_ms();
-		deadline = ws_conn_last_rx_ms(conn) + t->cfg.ping_timeout_ms;
+		deadline = ws_conn_last_rx_ms(conn) + dead_after;
 		if (now >= deadline) {
-			snprintf(why, whylen, "no frame received for %llds",
-				 (long long)(t->cfg.ping_timeout_ms / 1000));
+			snprintf(why, whylen, "no frame received for %lldms",
+				 (long long)dead_after);
 			return why;
 		}
+		if (next_ping > now + interval)
+			next_ping = now + interval;  /* interval shortened */
 		if (now >= next_ping) {
 			ws_conn_ping(conn);
 			wakefd_signal(ep->writer_wake);
-			next_ping = now + t->cfg.ping_interval_ms;
+			next_ping = now + interval;
 		}
 		timeout = (next_ping < deadline ? next_ping : deadline) - now;
-		if (rc->head && timeout > 5)
-			timeout = 5;  /* retry the full ring soon */
+		if ((rc->head || !want_read) && timeout > 5)
+			timeout = 5;  /* re-check the full ring or outbox soon */
 		p[0].fd = ws_conn_fd(conn);
 		p[0].events = want_read ? POLLIN : 0;
 		p[1].fd = ep->reader_wake;
@@ -328,8 +398,7 @@ static const char *run_link(struct reader_ctx *rc, struct ws_conn *conn,
 		if (atomic_load(&ep->stop))
 			return "agent stopping";
 		if (atomic_load(&ep->target_gen) != gen) {
-			ws_conn_close(conn, 1000, "endpoint changed");
-			wakefd_signal(ep->writer_wake);
+			drain_before_switch(rc, conn, 10000);
 			return "endpoint changed";
 		}
 		pending_flush(rc);
@@ -662,6 +731,8 @@ int endpoint_init(struct endpoint *ep, struct agent *a, enum endpoint_id id)
 	pthread_mutex_init(&ep->err_lock, NULL);
 	atomic_init(&ep->state, EPS_IDLE);
 	atomic_init(&ep->rtt_ms, -1);
+	atomic_init(&ep->ping_interval_ms, 20000);
+	atomic_init(&ep->ping_timeout_ms, 40000);
 	atomic_init(&ep->since_wall_ns, clock_wall_ns());
 	ep->reader_wake = wakefd_new();
 	ep->writer_wake = wakefd_new();
@@ -707,14 +778,24 @@ void endpoint_set_target(struct endpoint *ep, struct endpoint_target *t)
 {
 	struct endpoint_target *old;
 
-	if (t)
+	if (t) {
 		atomic_init(&t->refs, 1);
+		endpoint_set_timing(ep, &t->cfg);
+	}
 	pthread_mutex_lock(&ep->target_lock);
 	old = ep->target;
 	ep->target = t;
 	atomic_fetch_add(&ep->target_gen, 1);
 	pthread_mutex_unlock(&ep->target_lock);
 	target_put(old);
+	wakefd_signal(ep->reader_wake);
+}
+
+void endpoint_set_timing(struct endpoint *ep,
+			 const struct config_endpoint *cfg)
+{
+	atomic_store(&ep->ping_interval_ms, cfg->ping_interval_ms);
+	atomic_store(&ep->ping_timeout_ms, cfg->ping_timeout_ms);
 	wakefd_signal(ep->reader_wake);
 }
 
@@ -745,8 +826,10 @@ void endpoint_stop(struct endpoint *ep, int64_t flush_ms)
 		return;
 	/* Let the writer send what is queued while the link is up. */
 	while (clock_mono_ms() < until && endpoint_is_open(ep) &&
-	       atomic_load(&ep->outbox_len) > 0)
+	       !endpoint_idle(ep)) {
+		wakefd_signal(ep->writer_wake);
 		usleep(10000);
+	}
 	atomic_store(&ep->stop, true);
 	wakefd_signal(ep->reader_wake);
 	pthread_join(ep->reader, NULL);

@@ -429,10 +429,11 @@ static void graceful_stop(struct supervisor *s)
 	for (int e = 0; e < EP_COUNT; e++)
 		endpoint_stop_reading(&a->ep[e]);
 	while (!idle && clock_mono_ms() < until) {
-		idle = atomic_load(&a->in_flight) == 0;
+		/* Every request read is executed and its reply queued. */
+		idle = true;
 		for (int e = 0; e < EP_COUNT && idle; e++)
-			for (int i = 0; i < a->n_workers && idle; i++)
-				idle = ring_depth(a->ep[e].to_worker[i]) == 0;
+			idle = !atomic_load(&a->ep[e].pending) &&
+			       !atomic_load(&a->ep[e].in_flight);
 		if (!idle)
 			usleep(10000);
 	}
@@ -519,11 +520,84 @@ static void log_diags(const struct config_diags *d)
 	}
 }
 
+/* Restart the CP link only when what the link is made of changed; apply
+ * timing at once either way. */
+static void reload_control_plane(struct agent *a, struct config *old,
+				 struct config *cfg)
+{
+	struct endpoint_target *t;
+	char err[300];
+
+	if (config_endpoint_same_link(&old->control_plane,
+				      &cfg->control_plane)) {
+		endpoint_set_timing(&a->ep[EP_CP], &cfg->control_plane);
+		return;
+	}
+	t = target_new(cfg, &cfg->control_plane, cfg->control_plane.endpoint,
+		       cfg->control_plane.token, a->ep[EP_CP].default_path,
+		       err, sizeof(err));
+	if (!t) {
+		LOG_ERROR("new control plane settings unusable, keeping the "
+			  "current link",
+			  "error=\"%s\"", err);
+		return;
+	}
+	LOG_INFO("control plane settings changed, reconnecting", "url=%s",
+		 cfg->control_plane.endpoint);
+	endpoint_set_target(&a->ep[EP_CP], t);
+}
+
+/* The Runner's URL and token come from runner_assigned; [runner] holds its
+ * TLS and timing. Rebuild the target when TLS or the proxy changed. */
+static void reload_runner(struct agent *a, struct config *old,
+			  struct config *cfg)
+{
+	struct endpoint *rn = &a->ep[EP_RUNNER];
+	struct endpoint_target *cur, *t;
+	struct config_endpoint was = old->runner, now = cfg->runner;
+	char err[300], *url = NULL, *token = NULL, *runner_id = NULL;
+
+	/* [runner] has no endpoint or token of its own: compare the rest. */
+	was.endpoint = now.endpoint = NULL;
+	was.token = now.token = NULL;
+	if (config_endpoint_same_link(&was, &now)) {
+		endpoint_set_timing(rn, &cfg->runner);
+		return;
+	}
+	/* Copy what the new target keeps; build it outside the lock (it
+	 * reads certificate files). */
+	pthread_mutex_lock(&rn->target_lock);
+	cur = rn->target;
+	if (cur) {
+		url = xstrdup(cur->url);
+		token = xstrdup(cur->token);
+		runner_id = xstrdup(cur->runner_id);
+	}
+	pthread_mutex_unlock(&rn->target_lock);
+	if (!url)
+		return;  /* no runner assigned: used at the next assignment */
+	t = target_new(cfg, &cfg->runner, url, token, rn->default_path, err,
+		       sizeof(err));
+	if (t) {
+		t->runner_id = runner_id;
+		runner_id = NULL;
+		LOG_INFO("runner TLS or proxy settings changed, reconnecting",
+			 "");
+		endpoint_set_target(rn, t);
+	} else {
+		LOG_ERROR("new runner settings unusable, keeping the current "
+			  "link",
+			  "error=\"%s\"", err);
+	}
+	free(url);
+	free(token);
+	free(runner_id);
+}
+
 void supervisor_reload(struct agent *a, const char *config_path)
 {
 	struct config_diags diags = { 0 };
 	struct config *cfg = config_load(config_path, &diags), *old;
-	char err[300];
 
 	log_diags(&diags);
 	config_diags_free(&diags);
@@ -535,22 +609,8 @@ void supervisor_reload(struct agent *a, const char *config_path)
 	old = a->config;
 	log_set_level((enum log_level)cfg->log_level);
 	a->config = cfg;
-	if (!config_endpoint_same_link(&old->control_plane,
-				       &cfg->control_plane)) {
-		struct endpoint_target *t = target_new(
-			cfg, &cfg->control_plane, cfg->control_plane.endpoint,
-			cfg->control_plane.token, a->ep[EP_CP].default_path,
-			err, sizeof(err));
-
-		if (t) {
-			LOG_INFO("control plane settings changed, reconnecting",
-				 "url=%s", cfg->control_plane.endpoint);
-			endpoint_set_target(&a->ep[EP_CP], t);
-		} else {
-			LOG_ERROR("new control plane settings unusable",
-				  "error=\"%s\"", err);
-		}
-	}
+	reload_control_plane(a, old, cfg);
+	reload_runner(a, old, cfg);
 	LOG_INFO("configuration reloaded", "path=%s", config_path);
 	config_unref(old);
 }

@@ -139,6 +139,7 @@ static void execute(struct worker *w, struct request *req)
 			       m->len);
 		deliver(w, req->origin, m);
 	}
+	endpoint_request_done(&a->ep[req->origin]);
 	atomic_fetch_sub(&a->in_flight, 1);
 	request_free(req);
 }
