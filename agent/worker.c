@@ -18,6 +18,7 @@
 
 #include "agent/agent.h"
 #include "agent/dedup.h"
+#include "agent/metrics.h"
 #include "common/log.h"
 #include "common/ring.h"
 #include "common/util.h"
@@ -115,6 +116,8 @@ static void execute(struct worker *w, struct request *req)
 	atomic_fetch_add(&a->in_flight, 1);
 	memset(&err, 0, sizeof(err));
 	data = op->fn(w->k8s, req->data, &err);
+	metrics_op_done(req->type, data != NULL, clock_mono_ms() - t0);
+	metrics_k8s_outcome(data ? NULL : &err);
 	if (data) {
 		reply = msg_reply_ok(req->id, data);
 		atomic_fetch_add(&a->ops_done, 1);
@@ -149,6 +152,7 @@ static void refresh_cluster_info(struct worker *w)
 	struct k8s_error err;
 	json_t *info = k8s_cluster_info(w->k8s, &err);
 
+	metrics_k8s_outcome(info ? NULL : &err);
 	if (!info) {
 		LOG_WARN("cluster info unavailable", "error=\"%s\"",
 			 err.message);
@@ -199,7 +203,10 @@ static void *worker_main(void *arg)
 
 		if (w->index == 0 && now >= next_info) {
 			refresh_cluster_info(w);
-			next_info = now + 60000;
+			/* Sooner while the API is unreachable: /readyz. */
+			next_info = now + (metrics_k8s_reachable(NULL, 0)
+						   ? 60000
+						   : 10000);
 		}
 		if (w->index == 0 && a->status_interval_ms > 0 &&
 		    now >= next_status) {
