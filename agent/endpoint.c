@@ -29,6 +29,7 @@
 
 #include "agent/agent.h"
 #include "agent/dedup.h"
+#include "agent/metrics.h"
 #include "common/backoff.h"
 #include "common/log.h"
 #include "common/rand.h"
@@ -171,12 +172,14 @@ static void on_message(void *ud, const char *text, size_t len)
 	atomic_fetch_add(&ep->msgs_in, 1);
 	if (msg_decode(text, len, ep->id, &req, err, sizeof(err), id,
 		       sizeof(id)) < 0) {
+		metrics_msg_in(ep->id, NULL);
 		LOG_WARN("bad message", "endpoint=%s request_id=%s error=\"%s\"",
 			 ep->name, id[0] ? id : "-", err);
 		reply_from_reader(rc, msg_reply_error(id[0] ? id : NULL, err,
 						      0, NULL, NULL));
 		return;
 	}
+	metrics_msg_in(ep->id, req->type);
 	req->link_gen = atomic_load(&ep->link_gen);
 	LOG_DEBUG("received", "endpoint=%s type=%s id=%s", ep->name,
 		  req->type, req->id);
@@ -506,6 +509,7 @@ static void *reader_main(void *arg)
 		ep->conn = conn;
 		pthread_mutex_unlock(&ep->conn_lock);
 		atomic_fetch_add(&ep->link_gen, 1);
+		metrics_connected(ep->id);
 		atomic_store(&ep->attempts, 0);
 		atomic_store(&ep->rtt_ms, -1);
 		set_state(ep, EPS_OPEN);
@@ -681,6 +685,7 @@ static void *writer_main(void *arg)
 					break;
 				LOG_DEBUG("sent", "endpoint=%s type=%s bytes=%zu",
 					  ep->name, m->type, m->len);
+				metrics_msg_out(ep->id, m->type);
 				outmsg_free(outbox_pop(&ob));
 				atomic_fetch_add(&ep->msgs_out, 1);
 				rc = ws_conn_flush(c);
