@@ -42,6 +42,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -53,6 +55,7 @@
 #include <wslay/wslay.h>
 
 #include "common/log.h"
+#include "common/proxy.h"
 #include "common/rand.h"
 #include "common/tls.h"
 #include "common/url.h"
@@ -365,6 +368,7 @@ static int tls_verify_cb(void *ud, mbedtls_x509_crt *crt, int depth,
 
 static void set_err(struct ws_connect_error *err, int errnum, const char *fmt,
 		    ...) __attribute__((format(printf, 3, 4)));
+static void copy_printable(char *dst, size_t cap, const char *s, size_t n);
 
 static void set_err(struct ws_connect_error *err, int errnum, const char *fmt,
 		    ...)
@@ -444,12 +448,16 @@ static int proxy_parse(const char *in, struct ws_proxy *out,
 	unsigned long port = 0;
 
 	memset(out, 0, sizeof(*out));
-	if (strncasecmp(in, "http://", 7) != 0) {
+	if (strncasecmp(in, "http://", 7) == 0) {
+		auth = in + 7;
+	} else if (!strstr(in, "://")) {
+		auth = in; /* "host:port", as curl takes it from the env */
+	} else {
 		set_err(err, -EINVAL,
-			"proxy \"%.100s\" must start with http://", in);
+			"proxy URL must be http:// (TLS to the proxy and "
+			"other schemes are not supported)");
 		return -EINVAL;
 	}
-	auth = in + 7;
 	end = auth + strcspn(auth, "/?#");
 	at = memchr(auth, '@', (size_t)(end - auth));
 	hp = at ? at + 1 : auth;
@@ -492,6 +500,109 @@ bad:
 }
 
 /*
+ * One name lookup in glibc's getaddrinfo_a() helper thread, so that the
+ * connect deadline and the cancel fd bound DNS too. The completion
+ * notification (SIGEV_THREAD, no signal) writes r->efd. A lookup the
+ * waiter gives up on keeps running in the background: the waiter and the
+ * notification each hold a reference, and the last one frees it.
+ */
+struct dns_req {
+	struct gaicb cb;
+	struct addrinfo hints;
+	atomic_int refs;
+	int efd; /* eventfd, written on completion */
+	char port[8];
+	char host[];
+};
+
+static void dns_req_put(struct dns_req *r)
+{
+	if (atomic_fetch_sub(&r->refs, 1) != 1)
+		return;
+	if (r->cb.ar_result)
+		freeaddrinfo(r->cb.ar_result);
+	close(r->efd);
+	free(r);
+}
+
+static void dns_done(union sigval sv)
+{
+	struct dns_req *r = sv.sival_ptr;
+	uint64_t one = 1;
+
+	if (write(r->efd, &one, sizeof(one)) < 0) {
+		/* cannot happen for an eventfd below its maximum */
+	}
+	dns_req_put(r);
+}
+
+/*
+ * Resolve @host:@port before @deadline. 0 with *@res (freeaddrinfo), a
+ * positive EAI_* code, or -ETIMEDOUT / -ECANCELED / -errno.
+ */
+static int resolve(const char *host, uint16_t port, int cancel_fd,
+		   int64_t deadline, struct addrinfo **res)
+{
+	struct addrinfo hints;
+	struct gaicb *list[1];
+	struct sigevent sev;
+	struct dns_req *r;
+	char portstr[8];
+	size_t hl = strlen(host);
+	int ret;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	strfmt(portstr, sizeof(portstr), "%u", (unsigned)port);
+	*res = NULL;
+	if (is_ip_literal(host)) {
+		hints.ai_flags |= AI_NUMERICHOST;
+		return getaddrinfo(host, portstr, &hints, res);
+	}
+	r = xcalloc(1, sizeof(*r) + hl + 1);
+	memcpy(r->host, host, hl + 1);
+	memcpy(r->port, portstr, sizeof(portstr));
+	r->hints = hints;
+	r->cb.ar_name = r->host;
+	r->cb.ar_service = r->port;
+	r->cb.ar_request = &r->hints;
+	r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (r->efd < 0) {
+		free(r);
+		return getaddrinfo(host, portstr, &hints, res);
+	}
+	atomic_init(&r->refs, 2);
+	memset(&sev, 0, sizeof(sev));
+	sev.sigev_notify = SIGEV_THREAD;
+	sev.sigev_notify_function = dns_done;
+	sev.sigev_value.sival_ptr = r;
+	list[0] = &r->cb;
+	ret = getaddrinfo_a(GAI_NOWAIT, list, 1, &sev);
+	if (ret != 0) {
+		atomic_store(&r->refs, 1); /* no notification will come */
+		dns_req_put(r);
+		return ret;
+	}
+	ret = wait_io(r->efd, POLLIN, cancel_fd, deadline);
+	if (ret < 0) {
+		/* Removed before it ran: no notification will come. */
+		if (gai_cancel(&r->cb) == EAI_CANCELED)
+			dns_req_put(r);
+		dns_req_put(r);
+		return ret;
+	}
+	ret = gai_error(&r->cb);
+	if (ret == 0) {
+		*res = r->cb.ar_result;
+		r->cb.ar_result = NULL;
+	}
+	dns_req_put(r);
+	return ret;
+}
+
+/*
  * Resolve @host and connect to the first address that answers, each
  * attempt getting a share of the time left. Returns a connected
  * non-blocking socket or a negative errno with @err filled.
@@ -500,16 +611,20 @@ static int tcp_connect(const char *host, uint16_t port, int cancel_fd,
 		       int64_t deadline, int64_t timeout_ms,
 		       struct ws_connect_error *err)
 {
-	struct addrinfo hints, *res = NULL, *ai;
-	char portstr[8], eb[64];
+	struct addrinfo *res = NULL, *ai;
+	char eb[64];
 	int fd = -1, ret, n_addr = 0, last = -ECONNREFUSED, one = 1;
 
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV;
-	strfmt(portstr, sizeof(portstr), "%u", (unsigned)port);
-	ret = getaddrinfo(host, portstr, &hints, &res);
+	ret = resolve(host, port, cancel_fd, deadline, &res);
+	if (ret == -ECANCELED || ret == -ETIMEDOUT) {
+		wait_err(err, ret, "DNS lookup", timeout_ms);
+		return ret;
+	}
+	if (ret < 0) {
+		set_err(err, -EHOSTUNREACH, "resolve %.100s: %s", host,
+			errstr(ret, eb, sizeof(eb)));
+		return -EHOSTUNREACH;
+	}
 	if (ret != 0) {
 		set_err(err, -EHOSTUNREACH, "resolve %.100s: %s", host,
 			gai_strerror(ret));
@@ -644,10 +759,27 @@ static int proxy_connect(int fd, const struct ws_proxy *px,
 	resp[len] = '\0';
 	if (sscanf(resp, "HTTP/1.%*1[01] %3d", &status) != 1 || status < 200 ||
 	    status > 299) {
-		set_err(err, -ECONNREFUSED, "proxy refused CONNECT %s: HTTP %d",
-			hostport, status);
+		char reason[64] = "";
+		size_t rl = strcspn(resp, "\r\n");
+
+		if (rl > 12)
+			copy_printable(reason, sizeof(reason), resp + 12,
+				       rl - 12);
+		if (status == 0)
+			set_err(err, -EPROTO,
+				"proxy answered CONNECT %s with something "
+				"that is not HTTP",
+				hostport);
+		else
+			set_err(err, -ECONNREFUSED,
+				"proxy refused CONNECT %s: HTTP %d%s%s%s",
+				hostport, status, reason[0] ? " " : "",
+				reason,
+				status == 407 ? " (proxy credentials missing "
+						"or refused)"
+					      : "");
 		t->ops->free(t);
-		return -ECONNREFUSED;
+		return err->errnum;
 	}
 	t->ops->free(t);
 	return 0;
@@ -1084,6 +1216,7 @@ struct ws_conn *ws_connect(const struct ws_options *opt, int cancel_fd,
 	struct ws_transport *t = NULL;
 	struct ws_conn *c = NULL;
 	char uerr[200], *pre = NULL;
+	const char *proxy = opt->proxy, *proxy_src = "proxy";
 	size_t pre_len = 0;
 	int64_t timeout_ms, deadline;
 	int fd = -1, ret;
@@ -1106,8 +1239,24 @@ struct ws_conn *ws_connect(const struct ws_options *opt, int cancel_fd,
 			u.host);
 		goto out_url;
 	}
-	if (opt->proxy && *opt->proxy && proxy_parse(opt->proxy, &px, err))
-		goto out_url;
+	/* No proxy configured: the environment decides (see proxy.h). */
+	if (!proxy || !*proxy) {
+		proxy = proxy_from_env(u.tls, u.host, u.port, &proxy_src);
+		if (proxy_src && !proxy)
+			LOG_DEBUG("proxy bypassed", "host=%s source=%s", u.host,
+				  proxy_src);
+	}
+	if (proxy && *proxy) {
+		if (proxy_parse(proxy, &px, err)) {
+			char why[sizeof(err->text)];
+
+			strfmt(why, sizeof(why), "%s", err->text);
+			set_err(err, -EINVAL, "%s: %s", proxy_src, why);
+			goto out_url;
+		}
+		LOG_DEBUG("using proxy", "host=%s proxy=%s:%u source=%s",
+			  u.host, px.host, (unsigned)px.port, proxy_src);
+	}
 	timeout_ms = opt->connect_timeout_ms > 0
 			 ? opt->connect_timeout_ms
 			 : WS_DEFAULT_CONNECT_TIMEOUT_MS;
@@ -1130,6 +1279,12 @@ struct ws_conn *ws_connect(const struct ws_options *opt, int cancel_fd,
 				  timeout_ms, err);
 		if (!t)
 			goto out_close;
+		/* Every connection, not only at start-up: an operator must
+		 * not miss that this link is unauthenticated. */
+		if (tls_ctx_insecure(opt->tls))
+			LOG_WARN("TLS certificate not verified",
+				 "host=%s port=%u setting=insecure_skip_verify",
+				 u.host, (unsigned)u.port);
 	} else {
 		t = plain_new(fd);
 	}
