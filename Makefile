@@ -14,7 +14,7 @@ DESTDIR   ?=
 PYTHON    := /usr/bin/python3
 
 CC        ?= cc
-PKGS      := jansson libcurl inih
+PKGS      := jansson libcurl inih libmicrohttpd
 WARN      := -Wall -Wextra -Wshadow -Wformat=2 -Wconversion -Wno-sign-conversion \
              -Wstrict-prototypes -Wmissing-prototypes -Wvla \
              -Wno-format-zero-length -Wno-format-truncation

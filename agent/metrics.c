@@ -342,7 +342,7 @@ static void render_operations(FILE *f, const struct metrics_gauges *g)
 			op_types[t], (unsigned long long)get(&ops[t][0]));
 	}
 	header(f, "operation_duration_seconds", "histogram",
-	       "Time from the start of an operation to its reply, by type.");
+	       "Time spent executing operations, by type.");
 	for (size_t t = 0; t < N_OP_TYPES; t++) {
 		uint64_t cum = 0;
 

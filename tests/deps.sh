@@ -4,7 +4,7 @@
 # everything is present.
 set -eu
 pkgs="build-essential pkg-config libwslay-dev libmbedtls-dev libjansson-dev
-libcurl4-openssl-dev libinih-dev python3 python3-websockets openssl
+libcurl4-openssl-dev libinih-dev libmicrohttpd-dev python3 python3-websockets openssl
 nginx-light clang valgrind curl"
 missing=""
 for p in $pkgs; do
