@@ -20,6 +20,7 @@
 #include <jansson.h>
 
 #include "agent/agent.h"
+#include "agent/health.h"
 #include "common/log.h"
 #include "common/rand.h"
 #include "common/ring.h"
@@ -271,6 +272,7 @@ int main(int argc, char **argv)
 	struct config_diags diags = { 0 };
 	struct config *cfg;
 	struct agent a;
+	struct health *health = NULL;
 	sigset_t set;
 	char err[300];
 	int opt, rc, pid_fd = -1;
@@ -359,6 +361,14 @@ int main(int argc, char **argv)
 
 	memset(&a, 0, sizeof(a));
 	rc = agent_init(&a, cfg);
+	/* Asked for by the operator: failing to listen stops the start. */
+	if (rc == 0 && cfg->health_listen &&
+	    health_start(&a, cfg->health_listen, &health, err,
+			 sizeof(err)) < 0) {
+		LOG_ERROR("cannot start the health listener", "error=\"%s\"",
+			  err);
+		rc = -EADDRINUSE;
+	}
 	if (rc == 0)
 		rc = workers_start(&a);
 	if (rc == 0 && supervisor_start_cp(&a, err, sizeof(err)) < 0) {
@@ -374,6 +384,7 @@ int main(int argc, char **argv)
 	} else {
 		workers_stop(&a);
 	}
+	health_stop(health);
 	agent_free(&a);
 	rand_free();
 	curl_global_cleanup();
