@@ -189,14 +189,14 @@ static int open_listener(const char *addr, char *err, size_t errlen)
 
 	if (split_listen(addr, host, sizeof(host), port, sizeof(port)) < 0) {
 		snprintf(err, errlen,
-			 "[health] addr %s: expected host:port or "
+			 "[health] listen %s: expected host:port or "
 			 "[v6]:port",
 			 addr);
 		return -EINVAL;
 	}
 	rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
 	if (rc) {
-		snprintf(err, errlen, "[health] addr %s: %s", addr,
+		snprintf(err, errlen, "[health] listen %s: %s", addr,
 			 gai_strerror(rc));
 		return -EINVAL;
 	}
@@ -221,7 +221,7 @@ static int open_listener(const char *addr, char *err, size_t errlen)
 	}
 	freeaddrinfo(res);
 	if (fd < 0) {
-		snprintf(err, errlen, "cannot addr on %s: %s", addr,
+		snprintf(err, errlen, "cannot listen on %s: %s", addr,
 			 errstr(e, ebuf, sizeof(ebuf)));
 		return -e;
 	}
@@ -254,6 +254,7 @@ int health_start(struct agent *a, const char *addr, struct health **out,
 		free(h);
 		return -EIO;
 	}
+	LOG_INFO("health listener started", "listen=%s", addr);
 	*out = h;
 	return 0;
 }
