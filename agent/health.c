@@ -86,8 +86,8 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status,
 	return rc;
 }
 
-static enum MHD_Result reply_text(struct MHD_Connection *conn,
-				  unsigned status, const char *text)
+static enum MHD_Result reply_text(struct MHD_Connection *conn, unsigned status,
+				  const char *text)
 {
 	char *body = xmalloc(strlen(text) + 2);
 	size_t n = (size_t)snprintf(body, strlen(text) + 2, "%s\n", text);
@@ -148,8 +148,8 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 /* "host:port" or "[v6]:port" into its parts; 0 or -EINVAL. */
-static int split_listen(const char *addr, char *host, size_t hlen,
-			char *port, size_t plen)
+static int split_listen(const char *addr, char *host, size_t hlen, char *port,
+			size_t plen)
 {
 	const char *sep, *h = addr;
 	size_t n;
@@ -180,8 +180,8 @@ static int split_listen(const char *addr, char *host, size_t hlen,
 static int open_listener(const char *addr, char *err, size_t errlen)
 {
 	struct addrinfo hints = {
-		.ai_socktype = SOCK_STREAM,
-		.ai_flags = AI_PASSIVE | AI_NUMERICSERV,
+	    .ai_socktype = SOCK_STREAM,
+	    .ai_flags = AI_PASSIVE | AI_NUMERICSERV,
 	};
 	struct addrinfo *res, *ai;
 	char host[256], port[16], ebuf[128];
@@ -241,12 +241,12 @@ int health_start(struct agent *a, const char *addr, struct health **out,
 	h = xcalloc(1, sizeof(*h));
 	h->a = a;
 	h->daemon = MHD_start_daemon(
-		MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-		on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-		MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-		MHD_OPTION_CONNECTION_LIMIT, (unsigned)HEALTH_MAX_CONNECTIONS,
-		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HEALTH_IDLE_TIMEOUT_S,
-		MHD_OPTION_END);
+	    MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+	    on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+	    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HEALTH_MAX_CONNECTIONS,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HEALTH_IDLE_TIMEOUT_S,
+	    MHD_OPTION_END);
 	if (!h->daemon) {
 		/* Not closed here: libmicrohttpd may have closed it already. */
 		snprintf(err, errlen, "cannot start the HTTP server on %s",

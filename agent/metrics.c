@@ -25,9 +25,10 @@
 
 #define PFX "pipeops_agent_"
 
-static const char *const ep_names[EP_COUNT] = { "control_plane", "runner" };
+static const char *const ep_names[EP_COUNT] = {"control_plane", "runner"};
 
 /* Message types of PROTOCOL.md, both directions; then the catch-alls. */
+/* clang-format off */
 static const char *const msg_types[] = {
 	"register",       "response",       "heartbeat",     "status",
 	"runner_status",  "runner_assigned", "runner_unassigned",
@@ -51,11 +52,14 @@ static const char *const op_types[] = {
 #define OP_OTHER     (N_OP_TYPES - 1)
 
 /* Latency bucket upper bounds in ms, and as Prometheus "le" values. */
-static const int64_t bucket_ms[] = { 5,	   10,	 25,   50,   100,  250,
-				     500,  1000, 2500, 5000, 10000, 30000 };
-static const char *const bucket_le[] = { "0.005", "0.01", "0.025", "0.05",
-					 "0.1",	  "0.25", "0.5",   "1",
-					 "2.5",	  "5",	  "10",	   "30" };
+static const int64_t bucket_ms[] = {
+	5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
+};
+static const char *const bucket_le[] = {
+	"0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
+	"0.5",   "1",    "2.5",   "5",    "10",  "30",
+};
+/* clang-format on */
 
 #define N_BUCKETS ARRAY_SIZE(bucket_ms)
 
@@ -152,7 +156,10 @@ static void k8s_set(int state, const char *error)
 void metrics_k8s_outcome(const struct k8s_error *err)
 {
 	static const char *const down_reasons[] = {
-		"Unreachable", "Timeout", "TLSError", "TransportError",
+	    "Unreachable",
+	    "Timeout",
+	    "TLSError",
+	    "TransportError",
 	};
 
 	if (!err) {
@@ -213,8 +220,8 @@ void metrics_collect(struct agent *a, struct metrics_gauges *g)
 		struct metrics_endpoint_gauges *eg = &g->ep[e];
 
 		eg->state = atomic_load(&ep->state);
-		eg->rtt_ms = eg->state == EPS_OPEN ? atomic_load(&ep->rtt_ms)
-						   : -1;
+		eg->rtt_ms =
+		    eg->state == EPS_OPEN ? atomic_load(&ep->rtt_ms) : -1;
 		eg->attempts = atomic_load(&ep->attempts);
 		for (int i = 0; ep->to_worker && i < a->n_workers; i++)
 			eg->worker_queue += ring_depth(ep->to_worker[i]);
@@ -277,8 +284,8 @@ static void render_connections(FILE *f, const struct metrics_gauges *g)
 				ep_names[e], endpoint_state_name(s),
 				g->ep[e].state == s);
 	for (int e = 0; e < EP_COUNT; e++)
-		v[e] = (uint64_t)(g->ep[e].attempts > 0 ? g->ep[e].attempts
-							: 0);
+		v[e] =
+		    (uint64_t)(g->ep[e].attempts > 0 ? g->ep[e].attempts : 0);
 	per_endpoint(f, "connect_failures", "gauge",
 		     "Failed connection attempts since the last successful "
 		     "connect.",
@@ -404,7 +411,8 @@ char *metrics_render(const struct metrics_gauges *g, size_t *len)
 		abort(); /* out of memory: as xmalloc does */
 	header(f, "build_info", "gauge", "Always 1; the agent's version.");
 	fprintf(f, PFX "build_info{version=\"%s\"} 1\n", PIPEOPS_VERSION);
-	header(f, "uptime_seconds", "gauge", "Seconds since the agent started.");
+	header(f, "uptime_seconds", "gauge",
+	       "Seconds since the agent started.");
 	fprintf(f, PFX "uptime_seconds ");
 	print_ms_as_s(f, g->uptime_ms);
 	fputc('\n', f);
@@ -418,11 +426,13 @@ char *metrics_render(const struct metrics_gauges *g, size_t *len)
 	render_connections(f, g);
 	render_messages(f, DIR_IN, "messages_received_total",
 			"Messages received, by endpoint and type.");
-	render_messages(f, DIR_OUT, "messages_sent_total",
-			"Messages written to the socket, by endpoint and type.");
+	render_messages(
+	    f, DIR_OUT, "messages_sent_total",
+	    "Messages written to the socket, by endpoint and type.");
 	render_operations(f, g);
 	render_queues(f, g);
-	header(f, "open_streams", "gauge", "Open streams (watches, log follows).");
+	header(f, "open_streams", "gauge",
+	       "Open streams (watches, log follows).");
 	fprintf(f, PFX "open_streams %zu\n", g->open_streams);
 	if (fclose(f) != 0)
 		abort();

@@ -51,10 +51,10 @@ bool metrics_k8s_reachable(char *error, size_t len);
 
 /* What a scrape reads from the agent besides the counters above. */
 struct metrics_endpoint_gauges {
-	int state;             /* enum endpoint_state */
-	int64_t rtt_ms;        /* -1: none (not open or no pong yet) */
-	int attempts;          /* failed connects since the last success */
-	size_t worker_queue;   /* sum of the to_worker ring depths */
+	int state;	     /* enum endpoint_state */
+	int64_t rtt_ms;	     /* -1: none (not open or no pong yet) */
+	int attempts;	     /* failed connects since the last success */
+	size_t worker_queue; /* sum of the to_worker ring depths */
 	size_t outbox_messages;
 	size_t outbox_bytes;
 	uint64_t duplicates;

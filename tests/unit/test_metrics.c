@@ -29,22 +29,22 @@ static bool has_line(const char *text, const char *line)
 	return false;
 }
 
-#define CHECK_LINE(text, line)                                               \
-	do {                                                                 \
-		if (!has_line((text), (line))) {                             \
-			check_failures_in_case++;                            \
+#define CHECK_LINE(text, line)                                                 \
+	do {                                                                   \
+		if (!has_line((text), (line))) {                               \
+			check_failures_in_case++;                              \
 			fprintf(stderr, "  %s:%d: no line \"%s\"\n", __FILE__, \
-				__LINE__, (line));                           \
-		}                                                            \
+				__LINE__, (line));                             \
+		}                                                              \
 	} while (0)
 
-#define CHECK_NO_LINE(text, line)                                            \
-	do {                                                                 \
-		if (has_line((text), (line))) {                              \
-			check_failures_in_case++;                            \
-			fprintf(stderr, "  %s:%d: unexpected line \"%s\"\n", \
-				__FILE__, __LINE__, (line));                 \
-		}                                                            \
+#define CHECK_NO_LINE(text, line)                                              \
+	do {                                                                   \
+		if (has_line((text), (line))) {                                \
+			check_failures_in_case++;                              \
+			fprintf(stderr, "  %s:%d: unexpected line \"%s\"\n",   \
+				__FILE__, __LINE__, (line));                   \
+		}                                                              \
 	} while (0)
 
 /* Gauges with every endpoint idle and nothing queued. */
@@ -88,12 +88,15 @@ static void test_messages_by_endpoint_and_type(void)
 	CHECK_LINE(t, "# HELP pipeops_agent_messages_received_total Messages "
 		      "received, by endpoint and type.");
 	CHECK_LINE(t, "# TYPE pipeops_agent_messages_received_total counter");
-	CHECK_LINE(t, "pipeops_agent_messages_received_total{endpoint=\"runner\""
-		      ",type=\"deploy\"} 3");
-	CHECK_LINE(t, "pipeops_agent_messages_received_total{endpoint=\"runner\""
-		      ",type=\"invalid\"} 1");
-	CHECK_LINE(t, "pipeops_agent_messages_received_total{endpoint=\"runner\""
-		      ",type=\"other\"} 1");
+	CHECK_LINE(t,
+		   "pipeops_agent_messages_received_total{endpoint=\"runner\""
+		   ",type=\"deploy\"} 3");
+	CHECK_LINE(t,
+		   "pipeops_agent_messages_received_total{endpoint=\"runner\""
+		   ",type=\"invalid\"} 1");
+	CHECK_LINE(t,
+		   "pipeops_agent_messages_received_total{endpoint=\"runner\""
+		   ",type=\"other\"} 1");
 	CHECK_LINE(t, "pipeops_agent_messages_received_total{endpoint="
 		      "\"control_plane\",type=\"response\"} 1");
 	CHECK_LINE(t, "pipeops_agent_messages_sent_total{endpoint=\"runner\","
@@ -114,38 +117,38 @@ static void test_operations_and_histogram(void)
 	struct metrics_gauges g;
 	char *t;
 	static const char *const deploy_hist[] = {
-		"# HELP pipeops_agent_operation_duration_seconds Time spent "
-		"executing operations, by type.",
-		"# TYPE pipeops_agent_operation_duration_seconds histogram",
-		"pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
-		"le=\"0.005\"} 2",
-		"pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
-		"le=\"0.01\"} 3",
-		"pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
-		"le=\"0.025\"} 3",
-		"pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
-		"le=\"0.05\"} 3",
-		"pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
-		"le=\"0.1\"} 3",
-		"pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
-		"le=\"0.25\"} 4",
-		"pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
-		"le=\"0.5\"} 4",
-		"pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
-		"le=\"1\"} 4",
-		"pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
-		"le=\"2.5\"} 4",
-		"pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
-		"le=\"5\"} 4",
-		"pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
-		"le=\"10\"} 4",
-		"pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
-		"le=\"30\"} 5",
-		"pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
-		"le=\"+Inf\"} 6",
-		"pipeops_agent_operation_duration_seconds_sum{type=\"deploy\"} "
-		"60.266",
-		"pipeops_agent_operation_duration_seconds_count{type=\"deploy\"} 6",
+	    "# HELP pipeops_agent_operation_duration_seconds Time spent "
+	    "executing operations, by type.",
+	    "# TYPE pipeops_agent_operation_duration_seconds histogram",
+	    "pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
+	    "le=\"0.005\"} 2",
+	    "pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
+	    "le=\"0.01\"} 3",
+	    "pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
+	    "le=\"0.025\"} 3",
+	    "pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
+	    "le=\"0.05\"} 3",
+	    "pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
+	    "le=\"0.1\"} 3",
+	    "pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
+	    "le=\"0.25\"} 4",
+	    "pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
+	    "le=\"0.5\"} 4",
+	    "pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
+	    "le=\"1\"} 4",
+	    "pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
+	    "le=\"2.5\"} 4",
+	    "pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
+	    "le=\"5\"} 4",
+	    "pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
+	    "le=\"10\"} 4",
+	    "pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
+	    "le=\"30\"} 5",
+	    "pipeops_agent_operation_duration_seconds_bucket{type=\"deploy\","
+	    "le=\"+Inf\"} 6",
+	    "pipeops_agent_operation_duration_seconds_sum{type=\"deploy\"} "
+	    "60.266",
+	    "pipeops_agent_operation_duration_seconds_count{type=\"deploy\"} 6",
 	};
 	char want[4096] = "";
 	size_t n = 0;
@@ -232,10 +235,12 @@ static void test_gauges(void)
 	CHECK_LINE(t, "# TYPE pipeops_agent_connected gauge");
 	CHECK_LINE(t, "pipeops_agent_connected{endpoint=\"control_plane\"} 1");
 	CHECK_LINE(t, "pipeops_agent_connected{endpoint=\"runner\"} 0");
-	CHECK_LINE(t, "pipeops_agent_connection_state{endpoint=\"control_plane\""
-		      ",state=\"open\"} 1");
-	CHECK_LINE(t, "pipeops_agent_connection_state{endpoint=\"control_plane\""
-		      ",state=\"idle\"} 0");
+	CHECK_LINE(t,
+		   "pipeops_agent_connection_state{endpoint=\"control_plane\""
+		   ",state=\"open\"} 1");
+	CHECK_LINE(t,
+		   "pipeops_agent_connection_state{endpoint=\"control_plane\""
+		   ",state=\"idle\"} 0");
 	CHECK_LINE(t, "pipeops_agent_connection_state{endpoint=\"runner\","
 		      "state=\"backoff\"} 1");
 	CHECK_LINE(t, "pipeops_agent_connect_failures{endpoint=\"runner\"} 4");
@@ -246,7 +251,8 @@ static void test_gauges(void)
 	CHECK_LINE(t, "pipeops_agent_rtt_seconds{endpoint=\"control_plane\"} "
 		      "0.012");
 	CHECK(!strstr(t, "pipeops_agent_rtt_seconds{endpoint=\"runner\"}"));
-	CHECK_LINE(t, "pipeops_agent_worker_queue_depth{endpoint=\"runner\"} 7");
+	CHECK_LINE(t,
+		   "pipeops_agent_worker_queue_depth{endpoint=\"runner\"} 7");
 	CHECK_LINE(t, "pipeops_agent_worker_queue_depth{endpoint="
 		      "\"control_plane\"} 0");
 	CHECK_LINE(t, "pipeops_agent_outbox_messages{endpoint=\"runner\"} 3");
@@ -316,13 +322,17 @@ static void test_k8s_reachability(void)
 		const char *reason;
 		int reachable; /* 1, 0, or -1 = unchanged */
 	} cases[] = {
-		{ 0, "Unreachable", 0 },    { 0, "Timeout", 0 },
-		{ 0, "TLSError", 0 },	    { 0, "TransportError", 0 },
-		{ 503, "ServiceUnavailable", 0 },
-		{ 500, "InternalError", 0 },
-		{ 404, "NotFound", 1 },	    { 409, "Conflict", 1 },
-		{ 0, "Invalid", -1 },	    { 0, "InvalidResponse", -1 },
-		{ 0, "ResponseTooLarge", -1 },
+	    {0, "Unreachable", 0},
+	    {0, "Timeout", 0},
+	    {0, "TLSError", 0},
+	    {0, "TransportError", 0},
+	    {503, "ServiceUnavailable", 0},
+	    {500, "InternalError", 0},
+	    {404, "NotFound", 1},
+	    {409, "Conflict", 1},
+	    {0, "Invalid", -1},
+	    {0, "InvalidResponse", -1},
+	    {0, "ResponseTooLarge", -1},
 	};
 	char error[300];
 
@@ -332,13 +342,12 @@ static void test_k8s_reachability(void)
 	metrics_k8s_outcome(NULL);
 	CHECK(metrics_k8s_reachable(error, sizeof(error)));
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
-		struct k8s_error err = { .code = cases[i].code };
+		struct k8s_error err = {.code = cases[i].code};
 
-		snprintf(err.reason, sizeof(err.reason), "%s",
-			 cases[i].reason);
+		snprintf(err.reason, sizeof(err.reason), "%s", cases[i].reason);
 		snprintf(err.message, sizeof(err.message), "failure %zu", i);
 		for (int before = 0; before < 2; before++) {
-			struct k8s_error down = { .reason = "Unreachable" };
+			struct k8s_error down = {.reason = "Unreachable"};
 			bool want;
 
 			metrics_k8s_outcome(before ? NULL : &down);
@@ -348,21 +357,22 @@ static void test_k8s_reachability(void)
 			if (metrics_k8s_reachable(error, sizeof(error)) !=
 			    want) {
 				check_failures_in_case++;
-				fprintf(stderr, "  case %zu (%d %s) before=%d\n",
-					i, cases[i].code, cases[i].reason,
-					before);
+				fprintf(stderr,
+					"  case %zu (%d %s) before=%d\n", i,
+					cases[i].code, cases[i].reason, before);
 			}
 		}
 	}
 	{
-		struct k8s_error err = { .code = 0, .reason = "Unreachable" };
+		struct k8s_error err = {.code = 0, .reason = "Unreachable"};
 
 		snprintf(err.message, sizeof(err.message),
 			 "cannot reach the Kubernetes API at x: refused");
 		metrics_k8s_outcome(NULL);
 		metrics_k8s_outcome(&err);
 		CHECK(!metrics_k8s_reachable(error, sizeof(error)));
-		CHECK_STR(error, "cannot reach the Kubernetes API at x: refused");
+		CHECK_STR(error,
+			  "cannot reach the Kubernetes API at x: refused");
 		CHECK(!metrics_k8s_reachable(NULL, 0));
 	}
 }
@@ -466,10 +476,10 @@ static void *hammer_main(void *arg)
 
 static void test_concurrent_updates(void)
 {
-	struct hammer h[4] = { { EP_CP, 20000 },
-			       { EP_RUNNER, 20000 },
-			       { EP_RUNNER, 20000 },
-			       { EP_CP, 20000 } };
+	struct hammer h[4] = {{EP_CP, 20000},
+			      {EP_RUNNER, 20000},
+			      {EP_RUNNER, 20000},
+			      {EP_CP, 20000}};
 	pthread_t t[4];
 	struct metrics_gauges g;
 	char *text;
@@ -495,14 +505,14 @@ static void test_concurrent_updates(void)
 }
 
 static const struct check_case check_cases[] = {
-	CHECK_CASE(test_messages_by_endpoint_and_type),
-	CHECK_CASE(test_operations_and_histogram),
-	CHECK_CASE(test_gauges),
-	CHECK_CASE(test_format_well_formed),
-	CHECK_CASE(test_k8s_reachability),
-	CHECK_CASE(test_readiness),
-	CHECK_CASE(test_collect),
-	CHECK_CASE(test_concurrent_updates),
+    CHECK_CASE(test_messages_by_endpoint_and_type),
+    CHECK_CASE(test_operations_and_histogram),
+    CHECK_CASE(test_gauges),
+    CHECK_CASE(test_format_well_formed),
+    CHECK_CASE(test_k8s_reachability),
+    CHECK_CASE(test_readiness),
+    CHECK_CASE(test_collect),
+    CHECK_CASE(test_concurrent_updates),
 };
 
 CHECK_MAIN()
