@@ -437,6 +437,7 @@ static void *reader_main(void *arg)
 	struct reader_ctx rc = { .ep = ep };
 	struct backoff bo;
 	char last_logged[200] = "";
+	uint64_t bo_gen = UINT64_MAX; /* the target bo was set up for */
 
 	log_set_thread_name(ep->id == EP_CP ? "cp-reader" : "runner-reader");
 	backoff_init(&bo, 1000, 60000);
@@ -459,8 +460,13 @@ static void *reader_main(void *arg)
 			reader_wait(ep, 1000, gen);
 			continue;
 		}
-		backoff_init(&bo, t->cfg.reconnect_initial_ms,
-			     t->cfg.reconnect_max_ms);
+		/* A new target starts a new backoff; failed attempts at the
+		 * same one must make it grow. */
+		if (gen != bo_gen) {
+			backoff_init(&bo, t->cfg.reconnect_initial_ms,
+				     t->cfg.reconnect_max_ms);
+			bo_gen = gen;
+		}
 		set_state(ep, EPS_CONNECTING);
 		memset(&opt, 0, sizeof(opt));
 		opt.url = t->url;
