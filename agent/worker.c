@@ -192,7 +192,7 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 	struct agent *a = w->agent;
 	char name[16];
-	int64_t next_info = 0, next_status = 0;
+	int64_t last_info = -1, next_status = 0;
 
 	snprintf(name, sizeof(name), "worker-%d", w->index);
 	log_set_thread_name(name);
@@ -201,12 +201,14 @@ static void *worker_main(void *arg)
 		bool any = true;
 		int64_t now = clock_mono_ms();
 
-		if (w->index == 0 && now >= next_info) {
+		/* Every 60 s; every 10 s while the API is unreachable (also
+		 * when an operation found it so), for /readyz. */
+		if (w->index == 0 &&
+		    (last_info < 0 ||
+		     now - last_info >=
+			     (metrics_k8s_reachable(NULL, 0) ? 60000 : 10000))) {
 			refresh_cluster_info(w);
-			/* Sooner while the API is unreachable: /readyz. */
-			next_info = now + (metrics_k8s_reachable(NULL, 0)
-						   ? 60000
-						   : 10000);
+			last_info = now;
 		}
 		if (w->index == 0 && a->status_interval_ms > 0 &&
 		    now >= next_status) {
