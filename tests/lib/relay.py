@@ -10,7 +10,9 @@
     r.cut()                   # reset every open connection (RST)
     r.stop()
 
-Connections and bytes are counted (r.accepted, r.bytes_up, r.bytes_down).
+Connections and bytes are counted (r.accepted, r.bytes_up, r.bytes_down);
+r.refused counts connections reset at once (mode refuse, or the target not
+reachable), so r.accepted + r.refused is every connection attempt.
 Each accepted connection gets two pump threads; everything stops with
 stop(). Only loopback addresses are used.
 """
@@ -29,7 +31,9 @@ class Relay:
         self._lock = threading.Lock()
         self._conns = []           # (client_sock, upstream_sock)
         self._stopped = threading.Event()
+        self._cut = set()          # id() of sockets cut() reset
         self.accepted = 0
+        self.refused = 0
         self.bytes_up = 0
         self.bytes_down = 0
         fam = socket.AF_INET6 if ":" in listen_host else socket.AF_INET
@@ -45,9 +49,14 @@ class Relay:
             self._mode = mode
 
     def cut(self):
-        """Reset every open connection (RST to both sides)."""
+        """Reset every open connection (RST to both sides, at once: the
+        pump threads blocked in recv() are woken with shutdown(SHUT_RD),
+        which sends nothing, so the close with SO_LINGER 0 really resets
+        the connection instead of waiting for the next byte)."""
         with self._lock:
             conns, self._conns = self._conns, []
+            for pair in conns:
+                self._cut.update(id(s) for s in pair)
         for pair in conns:
             for s in pair:
                 _reset(s)
@@ -86,13 +95,22 @@ class Relay:
                 mode = self._mode
             if mode == "refuse":
                 _reset(c)
+                with self._lock:
+                    self.refused += 1
                 continue
             try:
                 u = socket.create_connection(self.target, timeout=5)
                 u.settimeout(None)
             except OSError:
                 _reset(c)
+                with self._lock:
+                    self.refused += 1
                 continue
+            for s in (c, u):   # forward each chunk at once (no Nagle)
+                try:
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError:
+                    pass
             with self._lock:
                 self._conns.append((c, u))
                 self.accepted += 1
@@ -109,6 +127,7 @@ class Relay:
                 break
             if not data:
                 break
+            _quickack(src)
             while True:
                 with self._lock:
                     mode = self._mode
@@ -128,6 +147,13 @@ class Relay:
                     self.bytes_up += len(data)
                 else:
                     self.bytes_down += len(data)
+        with self._lock:
+            was_cut = id(src) in self._cut
+            self._cut.discard(id(src))
+            self._conns = [p for p in self._conns
+                           if src not in p and dst not in p]
+        if was_cut:
+            return                 # cut() resets both; no FIN first
         for s in (src, dst):
             try:
                 s.shutdown(socket.SHUT_RDWR)
@@ -135,11 +161,25 @@ class Relay:
                 pass
 
 
+def _quickack(sock):
+    """ACK at once: a peer that writes a response in two sends without
+    TCP_NODELAY (http.server: headers, then body) would otherwise wait for
+    the delayed ACK (40 ms) on every keep-alive request."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    except (OSError, AttributeError):
+        pass
+
+
 def _reset(sock):
     """Close with RST instead of FIN."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                         struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    try:
+        sock.shutdown(socket.SHUT_RD)   # wakes a blocked recv(), sends nothing
     except OSError:
         pass
     try:
