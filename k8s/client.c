@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -168,6 +169,11 @@ static char *token_get(struct k8s_shared *sh)
 	return t;
 }
 
+char *k8s_token_copy(struct k8s_shared *sh)
+{
+	return token_get(sh);
+}
+
 /* After a 401 with token @used: returns a different token to retry with
  * (new string), or NULL when there is none. Another worker may already
  * have installed a new token; otherwise the file is read again. */
@@ -247,6 +253,14 @@ struct k8s_shared *k8s_shared_new(const struct k8s_settings *s,
 				     ? s->connect_timeout_ms
 				     : DEFAULT_CONNECT_TIMEOUT_MS;
 	sh->list_page_limit = K8S_LIST_PAGE_LIMIT;
+	sh->max_log_bytes =
+	    s->max_log_bytes ? s->max_log_bytes : K8S_DEFAULT_MAX_LOG_BYTES;
+	if (s->n_proxy_deny) {
+		sh->proxy_deny = xcalloc(s->n_proxy_deny, sizeof(char *));
+		for (size_t i = 0; i < s->n_proxy_deny; i++)
+			sh->proxy_deny[i] = xstrdup(s->proxy_deny[i]);
+		sh->n_proxy_deny = s->n_proxy_deny;
+	}
 	pthread_mutex_init(&sh->token_lock, NULL);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&sh->share_locks[i], NULL);
@@ -304,6 +318,9 @@ void k8s_shared_free(struct k8s_shared *sh)
 	free(sh->token_file);
 	free(sh->ca_file);
 	free(sh->default_namespace);
+	for (size_t i = 0; i < sh->n_proxy_deny; i++)
+		free(sh->proxy_deny[i]);
+	free(sh->proxy_deny);
 	free(sh);
 }
 
@@ -329,6 +346,7 @@ void k8s_client_free(struct k8s_client *c)
 		return;
 	curl_easy_cleanup(c->curl);
 	free(c->resp.data);
+	json_decref(c->resp_headers);
 	free(c);
 }
 
@@ -339,10 +357,11 @@ const char *k8s_client_default_namespace(const struct k8s_client *c)
 
 static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userp)
 {
-	struct k8s_buf *b = userp;
+	struct k8s_client *c = userp;
+	struct k8s_buf *b = &c->resp;
 	size_t n = size * nmemb;
 
-	if (n > K8S_MAX_RESPONSE_BYTES - b->len) {
+	if (n > c->resp_max - b->len) {
 		b->overflow = true;
 		return CURL_WRITEFUNC_ERROR;
 	}
@@ -357,6 +376,62 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userp)
 	memcpy(b->data + b->len, ptr, n);
 	b->len += n;
 	b->data[b->len] = '\0';
+	return n;
+}
+
+/* Answer headers kept for proxy_response (see k8s_client_send). */
+static const char *const kept_headers[] = {
+    "Content-Type", "Retry-After", "Warning", "Location", "Audit-Id",
+};
+
+/* Header lines of the answer: a status line starts over (401 retry,
+ * 100 Continue); selected headers are kept in c->resp_headers. */
+static size_t header_cb(char *p, size_t size, size_t nmemb, void *userp)
+{
+	struct k8s_client *c = userp;
+	size_t n = size * nmemb, name_len, vlen;
+	const char *colon, *v;
+
+	if (n >= 5 && !memcmp(p, "HTTP/", 5)) {
+		json_object_clear(c->resp_headers);
+		return n;
+	}
+	colon = memchr(p, ':', n);
+	if (!colon)
+		return n;
+	name_len = (size_t)(colon - p);
+	v = colon + 1;
+	vlen = n - name_len - 1;
+	while (vlen && (*v == ' ' || *v == '\t')) {
+		v++;
+		vlen--;
+	}
+	while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' ||
+			v[vlen - 1] == ' '))
+		vlen--;
+	for (size_t i = 0; i < ARRAY_SIZE(kept_headers); i++) {
+		char val[1024];
+
+		if (strlen(kept_headers[i]) != name_len ||
+		    strncasecmp(kept_headers[i], p, name_len))
+			continue;
+		k8s_copy_utf8(val, sizeof(val), v, vlen);
+		if (json_object_get(c->resp_headers, kept_headers[i])) {
+			/* Repeated (Warning): join as HTTP allows. */
+			char *j = k8s_strdup_printf(
+			    "%s, %s",
+			    json_string_value(json_object_get(c->resp_headers,
+							      kept_headers[i])),
+			    val);
+
+			json_object_set_new(c->resp_headers, kept_headers[i],
+					    json_string(j));
+			free(j);
+		} else {
+			json_object_set_new(c->resp_headers, kept_headers[i],
+					    json_string(val));
+		}
+	}
 	return n;
 }
 
@@ -380,7 +455,11 @@ static void setup_handle(struct k8s_client *c, const struct k8s_request *req,
 	curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &c->resp);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
+	if (req->keep_headers) {
+		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
+		curl_easy_setopt(h, CURLOPT_HEADERDATA, c);
+	}
 	if (sh->insecure_skip_verify) {
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -407,9 +486,14 @@ static struct curl_slist *build_headers(const struct k8s_request *req,
 	struct curl_slist *l = NULL;
 	char *line;
 
-	l = curl_slist_append(l, "Accept: application/json");
+	line = k8s_strdup_printf(
+	    "Accept: %s", req->accept ? req->accept : "application/json");
+	l = curl_slist_append(l, line);
+	free(line);
 	/* No "Expect: 100-continue" round trip for large bodies. */
 	l = curl_slist_append(l, "Expect:");
+	for (const struct curl_slist *h = req->headers; h; h = h->next)
+		l = curl_slist_append(l, h->data);
 	if (req->content_type) {
 		line = k8s_strdup_printf("Content-Type: %s", req->content_type);
 		l = curl_slist_append(l, line);
@@ -425,28 +509,33 @@ static struct curl_slist *build_headers(const struct k8s_request *req,
 	return l;
 }
 
-/* Fills @err for a failed curl_easy_perform(); returns the errno code. */
-static int transport_error(struct k8s_client *c, CURLcode rc,
-			   const struct k8s_request *req, struct k8s_error *err)
+int k8s_transport_error(struct k8s_shared *sh, CURL *h, const char *errbuf,
+			CURLcode rc, bool overflow, size_t max_bytes,
+			const char *method, const char *path,
+			struct k8s_error *err)
 {
-	struct k8s_shared *sh = c->sh;
-	const char *detail = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
+	const char *detail = errbuf[0] ? errbuf : curl_easy_strerror(rc);
 	char ebuf[128], dbuf[32];
 	long oserr = 0;
 	curl_off_t pretransfer = 0;
-	int plen = (int)strcspn(req->path, "?");
+	int plen = (int)strcspn(path, "?");
 
-	curl_easy_getinfo(c->curl, CURLINFO_OS_ERRNO, &oserr);
-	curl_easy_getinfo(c->curl, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
+	curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &oserr);
+	curl_easy_getinfo(h, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
 	switch (rc) {
 	case CURLE_WRITE_ERROR:
-		if (!c->resp.overflow)
+		if (!overflow)
 			break;
-		k8s_error_set(err, 0, "ResponseTooLarge",
-			      "the Kubernetes API answer to %s %.*s is larger "
-			      "than %zu MiB",
-			      req->method, plen, req->path,
-			      K8S_MAX_RESPONSE_BYTES >> 20);
+		if (max_bytes >= ((size_t)1 << 20))
+			k8s_error_set(err, 0, "ResponseTooLarge",
+				      "the Kubernetes API answer to %s %.*s is "
+				      "larger than %zu MiB",
+				      method, plen, path, max_bytes >> 20);
+		else
+			k8s_error_set(err, 0, "ResponseTooLarge",
+				      "the Kubernetes API answer to %s %.*s is "
+				      "larger than %zu bytes",
+				      method, plen, path, max_bytes);
 		return -EFBIG;
 	case CURLE_OPERATION_TIMEDOUT:
 		if (pretransfer > 0) {
@@ -455,7 +544,7 @@ static int transport_error(struct k8s_client *c, CURLcode rc,
 				      "%s (%s %.*s)",
 				      duration_text(sh->request_timeout_ms,
 						    dbuf, sizeof(dbuf)),
-				      req->method, plen, req->path);
+				      method, plen, path);
 			return -ETIMEDOUT;
 		}
 		k8s_error_set(err, 0, "Unreachable",
@@ -497,7 +586,7 @@ static int transport_error(struct k8s_client *c, CURLcode rc,
 	k8s_error_set(err, 0, "TransportError",
 		      "request to the Kubernetes API at %s failed (%s %.*s): "
 		      "%s",
-		      sh->api_server, req->method, plen, req->path, detail);
+		      sh->api_server, method, plen, path, detail);
 	return -EIO;
 }
 
@@ -512,13 +601,20 @@ static int send_once(struct k8s_client *c, const struct k8s_request *req,
 
 	c->resp.len = 0;
 	c->resp.overflow = false;
+	c->resp_max =
+	    req->max_response ? req->max_response : K8S_MAX_RESPONSE_BYTES;
+	if (req->keep_headers && !c->resp_headers)
+		c->resp_headers = json_object();
+	json_object_clear(c->resp_headers);
 	if (c->resp.data)
 		c->resp.data[0] = '\0';
 	c->errbuf[0] = '\0';
 	setup_handle(c, req, url, hdrs);
 	rc = curl_easy_perform(c->curl);
 	if (rc != CURLE_OK) {
-		ret = transport_error(c, rc, req, err);
+		ret = k8s_transport_error(c->sh, c->curl, c->errbuf, rc,
+					  c->resp.overflow, c->resp_max,
+					  req->method, req->path, err);
 		goto out_free_headers;
 	}
 	curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, status);

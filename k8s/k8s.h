@@ -68,20 +68,28 @@ struct k8s_shared;
 struct k8s_client;
 
 struct k8s_settings {
-	const char *api_server;      /* https://host:port */
-	const char *token;           /* used when token_file is NULL */
+	const char *api_server; /* https://host:port */
+	const char *token;	/* used when token_file is NULL */
 	const char *token_file;
-	const char *ca_file;         /* NULL: system bundle */
+	const char *ca_file; /* NULL: system bundle */
 	bool insecure_skip_verify;
 	const char *default_namespace;
 	int64_t request_timeout_ms;
 	int64_t connect_timeout_ms;
+	const char *const *proxy_deny; /* proxy_request path prefixes */
+	size_t n_proxy_deny;
+	size_t max_log_bytes; /* 0: K8S_DEFAULT_MAX_LOG_BYTES */
 };
 
+/* Output of a command logs reply is cut here (truncated: true). */
+#define K8S_DEFAULT_MAX_LOG_BYTES ((size_t)1 << 20)
+/* Largest body of a non-stream proxy_response (before base64). */
+#define K8S_PROXY_MAX_BODY ((size_t)8 << 20)
+
 struct k8s_error {
-	int code;             /* HTTP status; 0 = not from the API */
-	char reason[64];      /* Status.reason, e.g. "NotFound"; "" if none */
-	char message[512];    /* human-readable; names the field or object */
+	int code;	   /* HTTP status; 0 = not from the API */
+	char reason[64];   /* Status.reason, e.g. "NotFound"; "" if none */
+	char message[512]; /* human-readable; names the field or object */
 };
 
 /* Strings in @s are copied (borrowed for the call). Reads token_file once
@@ -106,10 +114,45 @@ json_t *k8s_op_deploy(struct k8s_client *c, json_t *data,
 		      struct k8s_error *err);
 json_t *k8s_op_delete(struct k8s_client *c, json_t *data,
 		      struct k8s_error *err);
-json_t *k8s_op_scale(struct k8s_client *c, json_t *data,
-		     struct k8s_error *err);
+json_t *k8s_op_scale(struct k8s_client *c, json_t *data, struct k8s_error *err);
 json_t *k8s_op_get_resources(struct k8s_client *c, json_t *data,
 			     struct k8s_error *err);
+
+/*
+ * PROTOCOL.md 4.5 command, type "logs" (not follow: that is a stream, see
+ * k8s/stream.h): GET .../pods/<name>/log with tailLines (args.lines, a
+ * string or a number), container (target.container or args.container),
+ * previous, timestamps and sinceSeconds (args.since_seconds). The reply
+ * data is {id, output, exit_code: 0, duration, truncated?}: output holds
+ * at most max_log_bytes (the first bytes the API sent, as limitBytes does;
+ * invalid UTF-8 replaced by U+FFFD) and truncated is true when more came.
+ * id is data.id when given. Other command types fail with "unsupported
+ * command type: <type>" (code 0, reason Invalid). On failure the caller
+ * may merge k8s_command_failure() into the error reply.
+ */
+json_t *k8s_op_command(struct k8s_client *c, json_t *data,
+		       struct k8s_error *err);
+
+/* {id, output: "", exit_code: 1, duration} for a failed command reply;
+ * @data borrowed, @ms the time it took. New reference. */
+json_t *k8s_command_failure(json_t *data, int64_t ms);
+
+/*
+ * PROTOCOL.md 4.6 proxy_request without streaming. Never NULL: the reply
+ * data (new reference) is {status_code, headers, body (base64), error?}.
+ *   The API answered (any status, 404 and 409 included): its status_code,
+ *     headers (Content-Type, Retry-After, Warning, Location, Audit-Id when
+ *     present) and body; no error.
+ *   Refused before any call: 403 (path outside /api/, /apis/, /version,
+ *     /healthz, /readyz, /livez; "..", "." or empty segments; encoded
+ *     '/', '.', '%', '\' or control characters; a proxy_deny prefix; an
+ *     Impersonate-* header) or 400 (malformed request), with error.
+ *   Transport failure: 504 for Timeout, 502 for everything else
+ *     (Unreachable, TLSError, TransportError, ResponseTooLarge over
+ *     K8S_PROXY_MAX_BODY), with error.
+ * @err is filled too when the data carries an error (for logs/metrics).
+ */
+json_t *k8s_op_proxy(struct k8s_client *c, json_t *data, struct k8s_error *err);
 
 /* {"version": "v1.32.0", "node_count": 3} for register: a new reference,
  * or NULL with @err filled. */

@@ -19,7 +19,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "k8s/k8s.h"
+#include "k8s/stream.h"
 
 /* Responses larger than this are refused (bounded before allocation). */
 #define K8S_MAX_RESPONSE_BYTES ((size_t)64 << 20)
@@ -39,6 +42,10 @@ struct k8s_shared {
 	int64_t request_timeout_ms;
 	int64_t connect_timeout_ms;
 	int list_page_limit; /* `limit` of list pages; tests lower it */
+
+	char **proxy_deny; /* path prefixes; NULL when none */
+	size_t n_proxy_deny;
+	size_t max_log_bytes; /* command logs output cap */
 
 	pthread_mutex_t token_lock;
 	char *token;		 /* guarded by token_lock; NULL: none */
@@ -60,6 +67,8 @@ struct k8s_client {
 	CURL *curl;	       /* reused for every request (keep-alive) */
 	char errbuf[CURL_ERROR_SIZE];
 	struct k8s_buf resp;
+	size_t resp_max;      /* this request's limit for resp */
+	json_t *resp_headers; /* with keep_headers: selected headers */
 };
 
 /* One HTTP request. All pointers are borrowed for the call. */
@@ -69,10 +78,71 @@ struct k8s_request {
 	const char *content_type; /* NULL: no Content-Type header */
 	const char *body;	  /* NULL: no body */
 	size_t body_len;
+	const char *accept;		  /* NULL: application/json */
+	const struct curl_slist *headers; /* more "Name: value" lines */
+	size_t max_response;		  /* 0: K8S_MAX_RESPONSE_BYTES */
+	bool keep_headers;		  /* fill c->resp_headers (see below) */
 };
 
 /*
- * Sends @req and waits for the whole response. On 401 with a token file the
+ * A request prepared from a Runner message (proxy_request, command logs)
+ * for a worker or the streamer. Everything is owned by the struct; free
+ * with k8s_http_clear().
+ */
+struct k8s_http {
+	char method[8];
+	char *path;		    /* "/api/...?query", encoded */
+	struct curl_slist *headers; /* allowed request headers */
+	char *accept;		    /* the Accept value; NULL: default */
+	char *content_type;	    /* NULL: none */
+	char *body;		    /* NULL: none */
+	size_t body_len;
+	enum k8s_stream_kind stream;
+};
+
+/* Frees what @h holds and zeroes it; NULL is fine. */
+void k8s_http_clear(struct k8s_http *h);
+
+/* Base64 of @n bytes at @p: a new NUL-terminated string. */
+char *k8s_base64(const void *p, size_t n);
+
+/*
+ * proxy_request data (PROTOCOL.md 4.6) -> @out. Applies the path policy
+ * and [kubernetes] proxy_deny. Returns 0, or -EPERM (err->code 403,
+ * reason Forbidden) for a refused path or header, -EINVAL (400,
+ * BadRequest) for a malformed request. @data is borrowed.
+ */
+int k8s_proxy_prepare(struct k8s_shared *sh, json_t *data, struct k8s_http *out,
+		      struct k8s_error *err);
+
+/*
+ * command data (PROTOCOL.md 4.5, type "logs") -> the pod log request in
+ * @out; @limit_bytes > 0 adds limitBytes. Returns 0, or -EINVAL with @err
+ * (code 0, reason Invalid). @data is borrowed.
+ */
+int k8s_logs_prepare(struct k8s_shared *sh, json_t *data, size_t limit_bytes,
+		     struct k8s_http *out, struct k8s_error *err);
+
+/* A copy of the current bearer token (NULL: none), re-read when due. The
+ * caller frees it (and should clear it first). */
+char *k8s_token_copy(struct k8s_shared *sh);
+
+/*
+ * Fills @err for a failed transfer on @h (@errbuf: its CURLOPT_ERRORBUFFER,
+ * @overflow: the write callback refused a too large answer) and returns
+ * the errno-style code of k8s_client_send(). @method and @path name the
+ * request in messages.
+ */
+int k8s_transport_error(struct k8s_shared *sh, CURL *h, const char *errbuf,
+			CURLcode rc, bool overflow, size_t max_bytes,
+			const char *method, const char *path,
+			struct k8s_error *err);
+
+/*
+ * Sends @req and waits for the whole response. With req->keep_headers,
+ * c->resp_headers (owned by @c, replaced by the next request) holds the
+ * answer's Content-Type, Retry-After, Warning, Location and Audit-Id as
+ * {"Name": "value"}. On 401 with a token file the
  * token is re-read and, if it changed, the request is sent once more.
  * Returns 0 when an HTTP response arrived (any status): *status is set and
  * *body and *body_len point into the client's buffer, valid until the next
