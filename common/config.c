@@ -20,6 +20,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <sys/stat.h>
 #include <ini.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -1056,11 +1057,14 @@ static int max_int(int a, int b)
 }
 
 /* Read a token file into a new string, or report the problem. */
+/* Read a token file. @warn_mode: warn when group or others can read it
+ * (not for the service-account token, which Kubernetes mounts that way). */
 static char *read_token(struct parse_ctx *ctx, int line, const char *what,
-			const char *path)
+			const char *path, bool warn_mode)
 {
 	char buf[SHOWN_MAX + 8], errbuf[128];
 	char *tok = file_read_trimmed(path, MAX_TOKEN_BYTES);
+	struct stat st;
 
 	if (!tok) {
 		int e = errno;
@@ -1077,6 +1081,13 @@ static char *read_token(struct parse_ctx *ctx, int line, const char *what,
 		free(tok);
 		return NULL;
 	}
+	if (warn_mode && stat(path, &st) == 0 &&
+	    (st.st_mode & (S_IRGRP | S_IROTH)))
+		diag_add(ctx, line, false,
+			 "%s: %s is readable by group or others (mode %04o); "
+			 "a token file should be chmod 600",
+			 what, shown(path, buf, sizeof(buf)),
+			 (unsigned)(st.st_mode & 07777));
 	return tok;
 }
 
@@ -1122,7 +1133,7 @@ static void check_control_plane(struct parse_ctx *ctx)
 			 "use one");
 	} else if (cp->token_file) {
 		cp->token = read_token(ctx, line, "[control_plane] token_file",
-				       cp->token_file);
+				       cp->token_file, true);
 	} else if (!cp->token) {
 		line = max_int(line, line_of(ctx, SEC_CP, "token"));
 		diag_add(ctx, line ? line : ctx->section_line[SEC_CP], true,
@@ -1225,6 +1236,7 @@ static void check_kubernetes(struct parse_ctx *ctx)
 {
 	struct config *cfg = ctx->cfg;
 	int line = line_of(ctx, SEC_K8S, "token_file");
+	bool own_file = cfg->k8s_token_file != NULL;
 
 	if (cfg->k8s_in_cluster) {
 		if (!cfg->k8s_token_file)
@@ -1234,8 +1246,9 @@ static void check_kubernetes(struct parse_ctx *ctx)
 	if (!cfg->k8s_api_server)
 		cfg->k8s_api_server = xstrdup("https://127.0.0.1:6443");
 	if (cfg->k8s_token_file)
-		cfg->k8s_token = read_token(
-		    ctx, line, "[kubernetes] token_file", cfg->k8s_token_file);
+		cfg->k8s_token =
+			read_token(ctx, line, "[kubernetes] token_file",
+				   cfg->k8s_token_file, own_file);
 }
 
 static void check_all(struct parse_ctx *ctx)

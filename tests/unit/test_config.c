@@ -35,6 +35,7 @@ static const char *write_tmp(const char *name, const char *text)
 	}
 	fputs(text, f);
 	fclose(f);
+	chmod(path, 0600); /* token files are expected private */
 	return path;
 }
 
@@ -789,6 +790,38 @@ static void test_ping_timeout_default(void)
 	config_diags_free(&d);
 }
 
+static void test_token_file_permissions_warned(void)
+{
+	const char *tok = write_tmp("open-token", "abc\n");
+	char text[512];
+	struct config_diags d;
+	struct config *c;
+
+	chmod(tok, 0644);
+	snprintf(text, sizeof(text),
+		 "[agent]\ncluster_name = c\n[control_plane]\n"
+		 "endpoint = wss://cp\ntoken_file = %s\n",
+		 tok);
+	c = config_load_string(text, "t", &d);
+	CHECK(c != NULL);       /* a warning, not an error */
+	CHECK_INT(d.n, 1);
+	CHECK_INT(d.n_errors, 0);
+	if (d.n) {
+		CHECK_INT(d.items[0].line, 5);
+		CHECK(!d.items[0].is_error);
+		CHECK(strstr(d.items[0].text, "readable by group or others "
+					      "(mode 0644)") != NULL);
+	}
+	config_unref(c);
+	config_diags_free(&d);
+	chmod(tok, 0600);
+	c = config_load_string(text, "t", &d);
+	CHECK(c != NULL);
+	CHECK_INT(d.n, 0);
+	config_unref(c);
+	config_diags_free(&d);
+}
+
 static void test_token_file(void)
 {
 	const char *tok = write_tmp("token", "\n  abc.def-ghi \n\n");
@@ -1203,6 +1236,7 @@ static const struct check_case check_cases[] = {
     CHECK_CASE(test_bom_crlf),
     CHECK_CASE(test_ping_timeout_default),
     CHECK_CASE(test_token_file),
+    CHECK_CASE(test_token_file_permissions_warned),
     CHECK_CASE(test_in_cluster),
     CHECK_CASE(test_load_file),
     CHECK_CASE(test_load_file_nul),
