@@ -95,6 +95,7 @@ struct endpoint {
 	struct ws_conn *conn;
 
 	int reader_wake;                /* eventfd: retarget, stop, space */
+	int connect_cancel;             /* eventfd: retarget, stop only */
 	int writer_wake;                /* eventfd: rings, want_write */
 	struct ring **to_worker;        /* [n_workers] */
 	struct ring **from_worker;      /* [n_workers] */

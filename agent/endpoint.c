@@ -2,7 +2,7 @@
  * endpoint: one reader/writer thread pair per WebSocket endpoint.
  *
  * DESIGN
- * reader: owns connecting (ws_connect, cancellable through reader_wake),
+ * reader: owns connecting (ws_connect, cancellable through connect_cancel),
  *   reconnect backoff, keepalive pings and the dead-link deadline, and
  *   reading. Each message is decoded once; malformed or unsupported ones
  *   are answered through from_reader, operations go to a worker ring,
@@ -447,6 +447,7 @@ static void *reader_main(void *arg)
 
 		/* Wake-ups sent before this snapshot are answered by it. */
 		wakefd_drain(ep->reader_wake);
+		wakefd_drain(ep->connect_cancel);
 		t = target_get(ep, &gen);
 		struct ws_options opt;
 		struct ws_connect_error cerr;
@@ -479,7 +480,9 @@ static void *reader_main(void *arg)
 		opt.max_message_bytes = t->cfg.max_message_bytes;
 		memset(&cerr, 0, sizeof(cerr));
 		cerr.retry_after_ms = -1;
-		conn = ws_connect(&opt, ep->reader_wake, &cerr);
+		/* Not reader_wake: every finished request signals that, and
+		 * must not abort a handshake (only a new target or stop do). */
+		conn = ws_connect(&opt, ep->connect_cancel, &cerr);
 		if (!conn) {
 			uint32_t r32;
 			int64_t delay;
@@ -747,7 +750,9 @@ int endpoint_init(struct endpoint *ep, struct agent *a, enum endpoint_id id)
 	atomic_init(&ep->since_wall_ns, clock_wall_ns());
 	ep->reader_wake = wakefd_new();
 	ep->writer_wake = wakefd_new();
-	if (ep->reader_wake < 0 || ep->writer_wake < 0)
+	ep->connect_cancel = wakefd_new();
+	if (ep->reader_wake < 0 || ep->writer_wake < 0 ||
+	    ep->connect_cancel < 0)
 		return -errno;
 	ep->to_worker = xcalloc((size_t)n, sizeof(*ep->to_worker));
 	ep->from_worker = xcalloc((size_t)n, sizeof(*ep->from_worker));
@@ -800,6 +805,7 @@ void endpoint_set_target(struct endpoint *ep, struct endpoint_target *t)
 	pthread_mutex_unlock(&ep->target_lock);
 	target_put(old);
 	wakefd_signal(ep->reader_wake);
+	wakefd_signal(ep->connect_cancel);
 }
 
 void endpoint_set_timing(struct endpoint *ep,
@@ -843,6 +849,7 @@ void endpoint_stop(struct endpoint *ep, int64_t flush_ms)
 	}
 	atomic_store(&ep->stop, true);
 	wakefd_signal(ep->reader_wake);
+	wakefd_signal(ep->connect_cancel);
 	pthread_join(ep->reader, NULL);
 	wakefd_signal(ep->writer_wake);
 	pthread_join(ep->writer, NULL);
@@ -879,6 +886,7 @@ void endpoint_destroy(struct endpoint *ep)
 	dedup_free(ep->dedup);
 	close(ep->reader_wake);
 	close(ep->writer_wake);
+	close(ep->connect_cancel);
 	pthread_mutex_destroy(&ep->target_lock);
 	pthread_mutex_destroy(&ep->conn_lock);
 	pthread_mutex_destroy(&ep->err_lock);
