@@ -152,11 +152,19 @@ static void refresh_cluster_info(struct worker *w)
 	struct k8s_error err;
 	json_t *info = k8s_cluster_info(w->k8s, &err);
 
+	static struct log_limit limit; /* worker 0 only */
+	unsigned held;
+
 	metrics_k8s_outcome(info ? NULL : &err);
 	if (!info) {
-		LOG_WARN("cluster info unavailable", "error=\"%s\"",
-			 err.message);
+		if (log_limit_pass(&limit, err.message, 600000, &held))
+			LOG_WARN("cluster info unavailable",
+				 "error=\"%s\" repeated=%u", err.message, held);
 		return;
+	}
+	if (limit.last[0]) {
+		LOG_INFO("cluster info available again", "");
+		memset(&limit, 0, sizeof(limit));
 	}
 	pthread_mutex_lock(&w->agent->cluster_lock);
 	json_decref(w->agent->cluster_info);
@@ -175,8 +183,12 @@ static void send_status(struct worker *w)
 		return;
 	data = k8s_op_get_resources(w->k8s, NULL, &err);
 	if (!data) {
-		LOG_WARN("cluster status unavailable", "error=\"%s\"",
-			 err.message);
+		static struct log_limit limit; /* worker 0 only */
+		unsigned held;
+
+		if (log_limit_pass(&limit, err.message, 600000, &held))
+			LOG_WARN("cluster status unavailable",
+				 "error=\"%s\" repeated=%u", err.message, held);
 		return;
 	}
 	json_object_del(data, "success");

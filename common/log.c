@@ -160,3 +160,23 @@ void log_write(enum log_level level, const char *msg, const char *fmt, ...)
 	}
 	errno = saved_errno;
 }
+
+bool log_limit_pass(struct log_limit *l, const char *text, int64_t every_ms,
+		    unsigned *held)
+{
+	struct timespec ts;
+	int64_t now;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	if (!strncmp(l->last, text, sizeof(l->last) - 1) && l->last_ms &&
+	    now - l->last_ms < every_ms) {
+		l->held++;
+		return false;
+	}
+	*held = l->held;
+	l->held = 0;
+	l->last_ms = now;
+	snprintf(l->last, sizeof(l->last), "%s", text);
+	return true;
+}

@@ -14,6 +14,7 @@
 #define PIPEOPS_COMMON_LOG_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
@@ -26,6 +27,20 @@ bool log_enabled(enum log_level level);
 int log_reopen(void);              /* SIGUSR1: reopen the log file */
 void log_set_thread_name(const char *name);  /* per thread, <= 15 chars */
 int log_parse_level(const char *s); /* level or -1 */
+
+/*
+ * Repeated-failure limiter, owned by one thread. A line whose text equals
+ * the previous one passes at most once per @every_ms; *@held gets the
+ * number of identical lines held back since the last one that passed, for
+ * the caller to report ("repeated=N"). A different text always passes.
+ */
+struct log_limit {
+	char last[200];
+	int64_t last_ms;
+	unsigned held;
+};
+bool log_limit_pass(struct log_limit *l, const char *text, int64_t every_ms,
+		    unsigned *held);
 
 void log_write(enum log_level level, const char *msg, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
