@@ -293,6 +293,14 @@ class Transport(unittest.TestCase):
         # servers registered with addCleanup (run after tearDown).
         for a in self.agents:
             a.kill()
+        # With PIPEOPS_AGENT_BIN pointing at a sanitizer build, reports
+        # land in the agent's log.
+        for a in self.agents:
+            m = re.search(r"(ERROR: AddressSanitizer|runtime error:|"
+                          r"WARNING: ThreadSanitizer).*", a.log())
+            if m:
+                self.fail("sanitizer report in %s: %s" % (a.log_path,
+                                                          m.group(0)))
 
     # ------------------------------------------------ helpers
 
