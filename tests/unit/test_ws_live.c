@@ -619,6 +619,50 @@ static void test_proxy_auth(void)
 	ws_conn_free(c);
 }
 
+/* No proxy configured: HTTPS_PROXY (scheme-less, as curl takes it), then
+ * NO_PROXY sending the host direct; https:// proxies are refused. */
+static void test_proxy_from_env(void)
+{
+	struct ws_connect_error err;
+	char px[96];
+	struct ws_conn *c;
+
+	/* A proxy that is not there: reaching it proves the env is used. */
+	setenv("HTTPS_PROXY", "127.0.0.1:1", 1);
+	unsetenv("https_proxy");
+	unsetenv("NO_PROXY");
+	unsetenv("no_proxy");
+	c = open_via(NULL, &err);
+	CHECK(c == NULL);
+	CHECK(strstr(err.text, "127.0.0.1 port 1") != NULL);
+
+	strfmt(px, sizeof(px), "127.0.0.1:%d", port_of("proxy"));
+	setenv("HTTPS_PROXY", px, 1);
+	c = open_via(NULL, &err);
+	if (!c)
+		fprintf(stderr, "  env proxy: %s\n", err.text);
+	CHECK(c != NULL);
+	ws_conn_free(c);
+
+	setenv("HTTPS_PROXY", "127.0.0.1:1", 1);
+	setenv("NO_PROXY", "example.com,localhost", 1);
+	c = open_via(NULL, &err);
+	if (!c)
+		fprintf(stderr, "  NO_PROXY: %s\n", err.text);
+	CHECK(c != NULL);
+	ws_conn_free(c);
+	unsetenv("NO_PROXY");
+
+	setenv("HTTPS_PROXY", "https://user:pw-secret@127.0.0.1:3128", 1);
+	c = open_via(NULL, &err);
+	CHECK(c == NULL);
+	CHECK_INT(err.errnum, -EINVAL);
+	CHECK(strstr(err.text, "HTTPS_PROXY") != NULL);
+	CHECK(strstr(err.text, "must be http://") != NULL);
+	CHECK(strstr(err.text, "pw-secret") == NULL);
+	unsetenv("HTTPS_PROXY");
+}
+
 static const struct check_case check_cases[] = {
     CHECK_CASE(test_server_started),
     CHECK_CASE(test_plain_round_trip),
@@ -641,6 +685,7 @@ static const struct check_case check_cases[] = {
     CHECK_CASE(test_two_threads_tls),
     CHECK_CASE(test_proxy_connect),
     CHECK_CASE(test_proxy_auth),
+    CHECK_CASE(test_proxy_from_env),
 };
 
 static void setup(void) __attribute__((constructor));
