@@ -661,8 +661,8 @@ class Transport(unittest.TestCase):
         runner = self.peer(role="runner", certdir=PKI)
         rl = relay.Relay(runner.port).start()
         self.addCleanup(rl.stop)
-        a = self.agent(cp.url, ca_file=self.ca, runner={
-            "ping_interval": "1s", "ping_timeout": "2s"})
+        a = self.agent(cp.url, ca_file=self.ca, cp={"ping_interval": "1s"},
+                       runner={"ping_interval": "1s", "ping_timeout": "2s"})
         self.round_trip(cp, a)
         cp.assign_runner("wss://localhost:%d" % rl.port, RUNNER_TOKEN,
                          "runner-half-open")
@@ -672,6 +672,13 @@ class Transport(unittest.TestCase):
         except AssertionError as e:
             self.fail_with_log(a, str(e))
         time.sleep(1.5)                    # a few pings went through
+        hb = ws_sim.data_of(cp.wait_for(heartbeat_with(runner=True), T,
+                                        after=cp.mark()))
+        # rtt_ms per link: the round trip of the last ping (loopback).
+        for link in ("control_plane", "runner"):
+            rtt = hb[link]["rtt_ms"]
+            self.assertIsInstance(rtt, int, "%s rtt_ms: %r" % (link, rtt))
+            self.assertTrue(0 <= rtt < 1000, rtt)
         rl.mode("blackhole")
         t0 = time.monotonic()
         m = a.wait_log(r'msg="disconnected" endpoint=runner reason="no '
