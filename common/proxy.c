@@ -69,8 +69,8 @@ static bool prefix_equal(const unsigned char *a, const unsigned char *b,
 }
 
 /* Does the single entry [e, e+n) match? */
-static bool entry_match(const char *e, size_t n, const char *host,
-			size_t hlen, uint16_t port)
+static bool entry_match(const char *e, size_t n, const char *host, size_t hlen,
+			uint16_t port)
 {
 	char ent[300];
 	const char *name;
@@ -93,10 +93,15 @@ static bool entry_match(const char *e, size_t n, const char *host,
 			return false;
 		*rb = '\0';
 		name = ent + 1;
-		if (rb[1] == ':')
-			want_port = strtol(rb + 2, NULL, 10);
-		else if (rb[1])
+		if (rb[1] == ':') {
+			char *end;
+
+			want_port = strtol(rb + 2, &end, 10);
+			if (end == rb + 2 || *end)
+				return false;
+		} else if (rb[1]) {
 			return false;
+		}
 	} else if ((colon = strchr(ent, ':')) && !strchr(colon + 1, ':')) {
 		/* name:port or v4:port (one colon: not a bare IPv6) */
 		char *end;
@@ -132,8 +137,7 @@ static bool entry_match(const char *e, size_t n, const char *host,
 	return hlen == n || host[hlen - n - 1] == '.';
 }
 
-bool proxy_no_proxy_match(const char *no_proxy, const char *host,
-			  uint16_t port)
+bool proxy_no_proxy_match(const char *no_proxy, const char *host, uint16_t port)
 {
 	size_t hlen;
 	const char *p = no_proxy;

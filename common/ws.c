@@ -773,8 +773,7 @@ static int proxy_connect(int fd, const struct ws_proxy *px,
 		else
 			set_err(err, -ECONNREFUSED,
 				"proxy refused CONNECT %s: HTTP %d%s%s%s",
-				hostport, status, reason[0] ? " " : "",
-				reason,
+				hostport, status, reason[0] ? " " : "", reason,
 				status == 407 ? " (proxy credentials missing "
 						"or refused)"
 					      : "");

@@ -55,6 +55,8 @@ static void test_no_proxy_table(void)
 	    {"fd00::/8", "fe80::1", 443, false},
 	    {"fd00::/8", "10.0.0.1", 443, false},
 	    {"[::1", "::1", 443, false},
+	    {"[::1]:x", "::1", 443, false},
+	    {"[::1]x", "::1", 443, false},
 	};
 
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
