@@ -102,7 +102,9 @@ def describe(msg):
         add("replicas", d.get("replicas"))
         if isinstance(d.get("deployments"), list):
             add("deployments", [x.get("name") for x in d["deployments"]])
-        for k in ("nodes", "pods", "services"):
+        if isinstance(d.get("services"), list):
+            add("services", [x.get("name") for x in d["services"]])
+        for k in ("nodes", "pods"):
             if isinstance(d.get(k), list):
                 add(k, len(d[k]))
         if not any(k.startswith(("deployment", "replicas", "agent_id"))
