@@ -127,7 +127,7 @@ deps:
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_NAMES   := upgrade frames msg
-FUZZ_SRC     := common/ws.c common/url.c common/tls.c common/rand.c \
+FUZZ_SRC     := common/ws.c common/url.c common/tls.c common/rand.c common/proxy.c \
                 common/util.c common/log.c agent/msg.c
 FUZZ_FLAGS   := -g -O1 -fno-omit-frame-pointer -std=c11 -pthread \
                 -fsanitize=fuzzer,address,undefined \

@@ -5,8 +5,10 @@
  * messages, and every complete text message goes on through msg_decode()
  * as the agent's reader does.
  *
- * Input layout: byte 0 chooses how the stream is cut (0: whole, 1: one
- * byte per read turn, else read sizes from a small PRNG seeded with it);
+ * Input layout: the low 4 bits of byte 0 choose how the stream is cut
+ * (0: whole, 1: one byte per read turn, else read sizes from a small PRNG
+ * seeded with byte 0); its high 4 bits x 3 bytes of the stream arrive as
+ * "leftover" (read together with the upgrade answer, fed to wslay first);
  * byte 1 chooses max_message_bytes (64 B .. 64 KiB); the rest is the
  * server's byte stream. Output (pongs, close replies) goes to a sink.
  */
@@ -123,19 +125,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct fz_tr f;
 	struct ws_conn *c;
-	size_t max_msg;
+	size_t max_msg, pre;
 	int ret = 0;
 
 	if (size < 2)
 		return 0;
 	memset(&f, 0, sizeof(f));
 	f.base.ops = &fz_ops;
-	f.mode = data[0];
+	f.mode = data[0] & 0x0f;
 	f.rng = data[0];
 	max_msg = (size_t)64 << (data[1] % 11); /* 64 B .. 64 KiB */
-	f.in = data + 2;
-	f.in_len = size - 2;
-	c = ws_conn_new(&f.base, -1, max_msg, NULL, 0);
+	pre = (size_t)(data[0] >> 4) * 3;
+	if (pre > size - 2)
+		pre = size - 2;
+	f.in = data + 2 + pre;
+	f.in_len = size - 2 - pre;
+	c = ws_conn_new(&f.base, -1, max_msg, data + 2, pre);
 	/* Bounded: every turn either consumes input or ends the loop. */
 	for (int turns = 0; turns < 100000; turns++) {
 		size_t before = f.in_off;
@@ -144,7 +149,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		ret = ws_conn_on_readable(c, on_msg, NULL);
 		if (ws_conn_want_write(c) && ws_conn_flush(c) < 0)
 			break;
-		if (ret < 0 || f.in_off == before)
+		if (ret < 0 || (f.in_off == before && turns > 0))
 			break;
 	}
 	(void)ws_conn_ping(c);
