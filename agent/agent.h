@@ -8,6 +8,7 @@
  *   per endpoint: a reader (connect, read, decode, dispatch) and a writer
  *     (drain rings, outbox, write frames).
  *   workers[0..N): execute operations; reply to the origin's writer.
+ *   streamer: one thread, one curl multi handle for every stream.
  * Rings (all SPSC, created at start-up and never replaced, so threads may
  * hold pointers to them for the agent's whole life):
  *   ep.to_worker[i]    reader(ep)   -> worker i
@@ -15,6 +16,8 @@
  *   ep.from_super      supervisor   -> writer(ep)
  *   ep.from_reader     reader(ep)   -> writer(ep)   (errors it answers)
  *   ep.to_super        reader(ep)   -> supervisor   (events, CP control)
+ *   ep.to_streamer     reader(ep)   -> streamer     (streams, proxy_cancel)
+ *   ep.from_streamer   streamer     -> writer(ep)   (chunks, done)
  */
 #ifndef PIPEOPS_AGENT_AGENT_H
 #define PIPEOPS_AGENT_AGENT_H
@@ -36,6 +39,7 @@ struct k8s_shared;
 struct k8s_client;
 struct agent;
 struct dedup;
+struct streamer;
 
 enum endpoint_state {
 	EPS_IDLE = 0,       /* runner not assigned */
@@ -102,6 +106,8 @@ struct endpoint {
 	struct ring *from_super;
 	struct ring *from_reader;
 	struct ring *to_super;
+	struct ring *to_streamer;       /* reader -> streamer */
+	struct ring *from_streamer;     /* streamer -> writer */
 
 	struct dedup *dedup;            /* request ids seen (thread-safe) */
 	atomic_uint_fast64_t duplicates; /* redelivered requests not re-run */
@@ -138,6 +144,9 @@ struct agent {
 	struct endpoint ep[EP_COUNT];
 	struct k8s_shared *k8s;
 	int super_wake;                 /* eventfd: to_super rings */
+	int streamer_wake;              /* eventfd: to_streamer rings */
+	struct streamer *streamer;      /* main/supervisor thread only */
+	atomic_size_t open_streams;     /* written by the streamer */
 	int64_t start_mono_ms;
 	atomic_bool stopping;
 	atomic_bool workers_stop;

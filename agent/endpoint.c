@@ -6,14 +6,16 @@
  *   reconnect backoff, keepalive pings and the dead-link deadline, and
  *   reading. Each message is decoded once; malformed or unsupported ones
  *   are answered through from_reader, operations go to a worker ring,
- *   control messages and link events to the supervisor. When a ring is
- *   full the message waits in the reader's pending list and the socket is
- *   not read until it drains (TCP pushes back on the peer).
- * writer: drains from_super, from_reader and from_worker[] into its
- *   outbox, then writes while the link is open. Replies stay in the outbox
- *   while the link is down (bounded; when full the writer stops draining
- *   rings, which stalls workers, which stalls readers). Heartbeats and
- *   status (OUT_DROP_WHEN_DOWN) are never queued while down.
+ *   streams and proxy_cancel to the streamer (to_streamer), control
+ *   messages and link events to the supervisor. When a ring is full the
+ *   message waits in the reader's pending list and the socket is not read
+ *   until it drains (TCP pushes back on the peer).
+ * writer: drains from_super, from_reader, from_streamer and from_worker[]
+ *   into its outbox, then writes while the link is open. Replies stay in
+ *   the outbox while the link is down (bounded; when full the writer stops
+ *   draining rings, which stalls workers, which stalls readers).
+ *   Heartbeats and status (OUT_DROP_WHEN_DOWN) are never queued while
+ *   down.
  * The live ws_conn is published by the reader under conn_lock; the writer
  * uses it only under conn_lock and only with calls that never block, so
  * the reader can take it back at any time. Lock order: conn_lock, then the
@@ -30,6 +32,7 @@
 #include "agent/agent.h"
 #include "agent/dedup.h"
 #include "agent/metrics.h"
+#include "agent/streamer.h"
 #include "common/backoff.h"
 #include "common/log.h"
 #include "common/rand.h"
@@ -197,6 +200,12 @@ static void on_message(void *ud, const char *text, size_t len)
 		request_free(req);  /* acknowledgements need no answer */
 		return;
 	}
+	if (streamer_handles(req)) {
+		/* Streams and proxy_cancel: not deduplicated, not in_flight
+		 * (a stream may stay open for hours). */
+		hand_over(rc, ep->to_streamer, req, true);
+		return;
+	}
 	if (worker_handles(req->type)) {
 		char *stored = NULL;
 		size_t stored_len = 0;
@@ -307,7 +316,7 @@ bool endpoint_idle(struct endpoint *ep)
 {
 	if (atomic_load(&ep->pending) || atomic_load(&ep->in_flight) ||
 	    atomic_load(&ep->outbox_len) || ring_depth(ep->from_super) ||
-	    ring_depth(ep->from_reader))
+	    ring_depth(ep->from_reader) || ring_depth(ep->from_streamer))
 		return false;
 	for (int i = 0; i < ep->agent->n_workers; i++)
 		if (ring_depth(ep->from_worker[i]))
@@ -636,13 +645,14 @@ static void writer_limits(struct endpoint *ep, size_t *max_n, size_t *max_b)
 static void writer_drain(struct endpoint *ep, struct outbox *ob, bool open)
 {
 	size_t max_n, max_b;
-	int n_rings = ep->agent->n_workers + 2;
+	int n_rings = ep->agent->n_workers + 3;
 
 	writer_limits(ep, &max_n, &max_b);
 	for (int i = 0; i < n_rings; i++) {
 		struct ring *r = i == 0   ? ep->from_super
 				 : i == 1 ? ep->from_reader
-					  : ep->from_worker[i - 2];
+				 : i == 2 ? ep->from_streamer
+					  : ep->from_worker[i - 3];
 		struct outmsg *m;
 
 		while (ob->n < max_n && ob->bytes < max_b &&
@@ -763,6 +773,8 @@ int endpoint_init(struct endpoint *ep, struct agent *a, enum endpoint_id id)
 	ep->from_super = ring_new(RING_SIZE, ep->writer_wake);
 	ep->from_reader = ring_new(RING_SIZE, ep->writer_wake);
 	ep->to_super = ring_new(RING_SIZE, a->super_wake);
+	ep->to_streamer = ring_new(RING_SIZE, a->streamer_wake);
+	ep->from_streamer = ring_new(RING_SIZE, ep->writer_wake);
 	ep->dedup = dedup_new(a->config->runner.dedup_window
 				      ? a->config->runner.dedup_window
 				      : 4096,
@@ -882,6 +894,8 @@ void endpoint_destroy(struct endpoint *ep)
 	ring_free_items(ep->from_super, free_outmsg);
 	ring_free_items(ep->from_reader, free_outmsg);
 	ring_free_items(ep->to_super, free_sup_event);
+	ring_free_items(ep->to_streamer, free_request);
+	ring_free_items(ep->from_streamer, free_outmsg);
 	endpoint_target_free(ep->target);
 	dedup_free(ep->dedup);
 	close(ep->reader_wake);

@@ -21,6 +21,7 @@
 
 #include "agent/agent.h"
 #include "agent/health.h"
+#include "agent/streamer.h"
 #include "common/log.h"
 #include "common/rand.h"
 #include "common/ring.h"
@@ -204,6 +205,9 @@ static int agent_init(struct agent *a, struct config *cfg)
 		.default_namespace = cfg->k8s_namespace,
 		.request_timeout_ms = cfg->k8s_request_timeout_ms,
 		.connect_timeout_ms = cfg->k8s_connect_timeout_ms,
+		.proxy_deny = (const char *const *)cfg->k8s_proxy_deny,
+		.n_proxy_deny = cfg->n_k8s_proxy_deny,
+		.max_log_bytes = cfg->k8s_max_log_bytes,
 	};
 	struct k8s_error kerr;
 	char host[128];
@@ -230,6 +234,7 @@ static int agent_init(struct agent *a, struct config *cfg)
 		return -EINVAL;
 	}
 	a->super_wake = wakefd_new();
+	a->streamer_wake = wakefd_new();
 	a->workers = xcalloc((size_t)a->n_workers, sizeof(*a->workers));
 	for (int i = 0; i < a->n_workers; i++) {
 		a->workers[i].agent = a;
@@ -254,6 +259,7 @@ static void agent_free(struct agent *a)
 	json_decref(a->cluster_info);
 	pthread_mutex_destroy(&a->cluster_lock);
 	close(a->super_wake);
+	close(a->streamer_wake);
 	config_unref(a->config);
 }
 
@@ -371,6 +377,8 @@ int main(int argc, char **argv)
 	}
 	if (rc == 0)
 		rc = workers_start(&a);
+	if (rc == 0)
+		rc = streamer_start(&a);
 	if (rc == 0 && supervisor_start_cp(&a, err, sizeof(err)) < 0) {
 		LOG_ERROR("cannot start the control plane connection",
 			  "error=\"%s\"", err);
@@ -382,6 +390,7 @@ int main(int argc, char **argv)
 		daemon_ready();
 		rc = supervisor_run(&a, path);
 	} else {
+		streamer_stop(&a);
 		workers_stop(&a);
 	}
 	health_stop(health);

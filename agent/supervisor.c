@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "agent/streamer.h"
 #include "common/log.h"
 #include "common/ring.h"
 #include "common/tls.h"
@@ -125,7 +126,8 @@ static void send_register(struct supervisor *s)
 	json_object_set_new(data, "labels", labels_json(a));
 	caps = json_array();
 	for (const char *const *c = (const char *const[]){
-		     "deploy", "delete", "scale", "get_resources", NULL };
+		     "deploy", "delete", "scale", "get_resources", "command",
+		     "proxy_request", NULL };
 	     *c; c++)
 		json_array_append_new(caps, json_string(*c));
 	json_object_set_new(data, "capabilities", caps);
@@ -223,6 +225,8 @@ static json_t *agent_status(struct agent *a)
 	json_object_set_new(ops, "failed",
 			    json_integer((json_int_t)atomic_load(
 				    &a->ops_failed)));
+	json_object_set_new(ops, "streams", json_integer((json_int_t)
+						 streamer_open_streams(a)));
 	json_object_set_new(d, "operations", ops);
 	return d;
 }
@@ -440,6 +444,8 @@ static void graceful_stop(struct supervisor *s)
 	if (!idle)
 		LOG_WARN("shutdown timeout with operations in flight",
 			 "in_flight=%d", atomic_load(&a->in_flight));
+	/* Streams end with a done message the writers still send. */
+	streamer_stop(a);
 	workers_stop(a);
 	for (int e = EP_COUNT - 1; e >= 0; e--) {
 		int64_t left = until - clock_mono_ms();
