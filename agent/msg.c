@@ -187,6 +187,20 @@ json_t *msg_reply_error(const char *request_id, const char *error, int code,
 	return m;
 }
 
+json_t *msg_proxy_response(const char *request_id, json_t *data)
+{
+	json_t *m, *error;
+
+	if (!json_object_get(data, "id"))
+		json_object_set_new(data, "id", json_string(request_id));
+	json_object_set_new(data, "request_id", json_string(request_id));
+	error = json_object_get(data, "error");
+	m = msg_envelope("proxy_response", request_id, data);
+	if (json_is_string(error))
+		json_object_set(m, "error", error);
+	return m;
+}
+
 struct outmsg *outmsg_from_json(json_t *msg, unsigned flags)
 {
 	struct outmsg *m;

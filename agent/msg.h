@@ -79,6 +79,13 @@ json_t *msg_reply_ok(const char *request_id, json_t *data);
 json_t *msg_reply_error(const char *request_id, const char *error, int code,
 			const char *reason, json_t *extra);
 
+/*
+ * A proxy_response (PROTOCOL.md 4.6) to @request_id: data gets "id" (when
+ * it has none) and "request_id"; a string data.error is repeated at top
+ * level. Steals @data (never NULL). New reference.
+ */
+json_t *msg_proxy_response(const char *request_id, json_t *data);
+
 /* Serialize @msg (borrowed) into a new outmsg; NULL if it cannot. */
 struct outmsg *outmsg_from_json(json_t *msg, unsigned flags);
 void outmsg_free(struct outmsg *m);     /* accepts NULL */

@@ -27,16 +27,28 @@
 typedef json_t *(*op_fn)(struct k8s_client *c, json_t *data,
 			 struct k8s_error *err);
 
+/* Fields merged into a failure reply (new reference), or NULL. */
+typedef json_t *(*fail_fn)(json_t *data, int64_t ms);
+
+enum reply_kind {
+	REPLY_RESPONSE,	      /* "response": msg_reply_ok / msg_reply_error */
+	REPLY_PROXY_RESPONSE, /* "proxy_response": fn never fails */
+};
+
 struct op {
 	const char *type;
 	op_fn fn;
+	enum reply_kind reply;
+	fail_fn fail_extra;   /* NULL: nothing to add */
 };
 
 static const struct op ops[] = {
-	{ "deploy", k8s_op_deploy },
-	{ "delete", k8s_op_delete },
-	{ "scale", k8s_op_scale },
-	{ "get_resources", k8s_op_get_resources },
+	{ "deploy", k8s_op_deploy, REPLY_RESPONSE, NULL },
+	{ "delete", k8s_op_delete, REPLY_RESPONSE, NULL },
+	{ "scale", k8s_op_scale, REPLY_RESPONSE, NULL },
+	{ "get_resources", k8s_op_get_resources, REPLY_RESPONSE, NULL },
+	{ "command", k8s_op_command, REPLY_RESPONSE, k8s_command_failure },
+	{ "proxy_request", k8s_op_proxy, REPLY_PROXY_RESPONSE, NULL },
 };
 
 static const struct op *op_find(const char *type)
@@ -104,6 +116,33 @@ static void deliver(struct worker *w, enum endpoint_id origin,
 	}
 }
 
+/*
+ * proxy_request: the reply is a proxy_response whatever happened; an API
+ * answer (404 and 409 included) is not a failure, a refusal or a
+ * transport error (data.error) is.
+ */
+static json_t *proxy_reply(struct request *req, json_t *data,
+			   const struct k8s_error *err, bool *failed)
+{
+	json_t *sc;
+
+	if (!data) {
+		data = json_object();
+		json_object_set_new(data, "status_code", json_integer(502));
+		json_object_set_new(data, "headers", json_object());
+		json_object_set_new(data, "body", json_string(""));
+		json_object_set_new(data, "error", json_string(err->message));
+	}
+	*failed = json_object_get(data, "error") != NULL;
+	sc = json_object_get(data, "status_code");
+	if (*failed && err->code == 0)
+		metrics_k8s_outcome(err);    /* transport failure */
+	else if (!*failed)
+		metrics_k8s_outcome(json_integer_value(sc) >= 500 ? err
+								  : NULL);
+	return msg_proxy_response(req->id, data);
+}
+
 static void execute(struct worker *w, struct request *req)
 {
 	struct agent *a = w->agent;
@@ -112,10 +151,24 @@ static void execute(struct worker *w, struct request *req)
 	json_t *data, *reply;
 	struct outmsg *m;
 	int64_t t0 = clock_mono_ms();
+	bool failed;
 
 	atomic_fetch_add(&a->in_flight, 1);
 	memset(&err, 0, sizeof(err));
 	data = op->fn(w->k8s, req->data, &err);
+	if (op->reply == REPLY_PROXY_RESPONSE) {
+		reply = proxy_reply(req, data, &err, &failed);
+		metrics_op_done(req->type, !failed, clock_mono_ms() - t0);
+		atomic_fetch_add(failed ? &a->ops_failed : &a->ops_done, 1);
+		LOG_INFO("operation done",
+			 "endpoint=%s request_id=%s type=%s status=%lld ms=%lld",
+			 a->ep[req->origin].name, req->id, req->type,
+			 (long long)json_integer_value(json_object_get(
+				 json_object_get(reply, "data"),
+				 "status_code")),
+			 (long long)(clock_mono_ms() - t0));
+		goto out_deliver;
+	}
 	metrics_op_done(req->type, data != NULL, clock_mono_ms() - t0);
 	metrics_k8s_outcome(data ? NULL : &err);
 	if (data) {
@@ -126,8 +179,12 @@ static void execute(struct worker *w, struct request *req)
 			 a->ep[req->origin].name, req->id, req->type,
 			 (long long)(clock_mono_ms() - t0));
 	} else {
-		reply = msg_reply_error(req->id, err.message, err.code,
-					err.reason, NULL);
+		reply = msg_reply_error(
+			req->id, err.message, err.code, err.reason,
+			op->fail_extra
+				? op->fail_extra(req->data,
+						 clock_mono_ms() - t0)
+				: NULL);
 		atomic_fetch_add(&a->ops_failed, 1);
 		LOG_WARN("operation failed",
 			 "endpoint=%s request_id=%s type=%s code=%d "
@@ -135,6 +192,7 @@ static void execute(struct worker *w, struct request *req)
 			 a->ep[req->origin].name, req->id, req->type, err.code,
 			 err.reason[0] ? err.reason : "-", err.message);
 	}
+out_deliver:
 	m = outmsg_from_json(reply, OUT_REPLY);
 	json_decref(reply);
 	if (m) {
