@@ -173,6 +173,8 @@ static const struct key_def keys[] = {
 	{ SEC_K8S, "connect_timeout", T_DURATION, OFF(k8s_connect_timeout_ms),
 	  100, 10 * MIN_MS, 0 },
 	{ SEC_K8S, "proxy_deny", T_PREFIXES, 0, 0, 0, 0 },
+	{ SEC_K8S, "max_log_bytes", T_SIZE, OFF(k8s_max_log_bytes), KIB,
+	  64 * MIB, 0 },
 
 	{ SEC_HEALTH, "listen", T_LISTEN, OFF(health_listen), 0, 0, 0 },
 };
@@ -1307,6 +1309,7 @@ static struct config *config_new(const char *name)
 	cfg->k8s_namespace = xstrdup("default");
 	cfg->k8s_request_timeout_ms = 30 * SEC_MS;
 	cfg->k8s_connect_timeout_ms = 10 * SEC_MS;
+	cfg->k8s_max_log_bytes = 1024 * 1024;
 	cfg->health_listen = xstrdup("127.0.0.1:9464");
 	cfg->path = xstrdup(name);
 	return cfg;

@@ -89,6 +89,7 @@ struct config {
 	int64_t k8s_connect_timeout_ms; /* default 10 s */
 	char **k8s_proxy_deny;    /* path prefixes */
 	size_t n_k8s_proxy_deny;
+	size_t k8s_max_log_bytes; /* command logs output cap; default 1 MiB */
 
 	/* [health] */
 	char *health_listen;      /* NULL/empty: off; default 127.0.0.1:9464 */

@@ -221,6 +221,7 @@ static void test_defaults(void)
 	CHECK_INT(c->k8s_request_timeout_ms, 30000);
 	CHECK_INT(c->k8s_connect_timeout_ms, 10000);
 	CHECK_INT(c->n_k8s_proxy_deny, 0);
+	CHECK_INT(c->k8s_max_log_bytes, 1024 * 1024);
 	CHECK_STR(c->health_listen, "127.0.0.1:9464");
 	CHECK_STR(c->path, "mem");
 	config_unref(c);
@@ -289,6 +290,7 @@ static void test_all_keys(void)
 	    "request_timeout = 2m\n"
 	    "connect_timeout = 2s\n"
 	    "proxy_deny = /api/v1/secrets, /apis/rbac.authorization.k8s.io\n"
+	    "max_log_bytes = 256K\n"
 	    "[health]\n"
 	    "listen = [::1]:9000\n",
 	    ca, crt, key, ca);
@@ -357,6 +359,7 @@ static void test_all_keys(void)
 	CHECK_STR(c->k8s_namespace, "pipeops-system");
 	CHECK_INT(c->k8s_request_timeout_ms, 120000);
 	CHECK_INT(c->k8s_connect_timeout_ms, 2000);
+	CHECK_INT(c->k8s_max_log_bytes, 256 * 1024);
 	CHECK_INT(c->n_k8s_proxy_deny, 2);
 	if (c->n_k8s_proxy_deny == 2) {
 		CHECK_STR(c->k8s_proxy_deny[0], "/api/v1/secrets");
