@@ -28,6 +28,7 @@ API summary (all methods are thread-safe and synchronous):
   call(type, data, timeout, encoding, id) -> the final reply
   assign_runner(endpoint, token, runner_id, id=None)   unassign_runner()
   kill_connections() (TCP abort)   close_connections(code, reason)
+  pause_reading() / resume_reading()   (a slow peer: TCP backpressure)
   connected  connection_count  connections  last_connection  handshakes
   wait_connected(timeout, count=None)  wait_disconnected(timeout)
   received (Received dicts: .t .mono .conn .raw)  undecodable  sent
@@ -301,6 +302,8 @@ class WsPeer:
         self.port = None
         self._hook_failed = False
         self._started = False
+        self._reading = asyncio.Event()   # cleared: pause_reading()
+        self._reading.set()
 
     # ------------------------------------------------ lifecycle
 
@@ -496,7 +499,10 @@ class WsPeer:
             self._cond.notify_all()
         self._hook("connect", conn)
         try:
-            async for raw in ws:
+            while True:
+                if not self._reading.is_set():
+                    await self._reading.wait()
+                raw = await ws.recv()
                 self._on_message(conn, raw)
                 await asyncio.sleep(0)
         except websockets.ConnectionClosed:
@@ -638,6 +644,16 @@ class WsPeer:
         return self.send(msg, conn)
 
     # ------------------------------------------------ connections
+
+    def pause_reading(self):
+        """Stop reading messages from every connection (a slow peer): the
+        library queues a few, then stops reading the socket and TCP pushes
+        back on the agent. Pings are not answered meanwhile."""
+        self._loop.call_soon_threadsafe(self._reading.clear)
+
+    def resume_reading(self):
+        """Undo pause_reading()."""
+        self._loop.call_soon_threadsafe(self._reading.set)
 
     def kill_connections(self, timeout=10):
         """Drop every open connection abruptly (TCP abort, no close frame)."""
