@@ -122,8 +122,9 @@ deps:
 
 # libFuzzer harnesses (tests/fuzz/fuzz_NAME.c, clang): built in build/fuzz/
 # and run one after the other for FUZZ_SECONDS each, on a working corpus in
-# build/fuzz/corpus/NAME seeded from tests/fuzz/corpus/NAME. A crash stops
-# the run and leaves its input in build/fuzz/crashes/NAME/.
+# build/fuzz/corpus/NAME seeded from tests/fuzz/corpus/NAME (dictionary
+# tests/fuzz/NAME.dict when present). A crash stops the run and leaves its
+# input in build/fuzz/crashes/NAME/.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_NAMES   := upgrade frames msg
@@ -146,8 +147,9 @@ fuzz: $(FUZZ_BIN)
 	@for n in $(FUZZ_NAMES); do \
 		mkdir -p build/fuzz/corpus/$$n build/fuzz/crashes/$$n; \
 		echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
+		dict=; [ -f tests/fuzz/$$n.dict ] && dict=-dict=tests/fuzz/$$n.dict; \
 		build/fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) \
-			-print_final_stats=1 \
+			-print_final_stats=1 $$dict \
 			-artifact_prefix=build/fuzz/crashes/$$n/ \
 			build/fuzz/corpus/$$n tests/fuzz/corpus/$$n || exit 1; \
 	done
