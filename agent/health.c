@@ -51,8 +51,15 @@ bool health_ready(struct agent *a, char *why, size_t len)
 
 	if (len)
 		why[0] = '\0';
+	if (atomic_load(&a->stopping)) {
+		n += (size_t)snprintf(why, len, "agent stopping");
+		ready = false;
+	}
 	if (!atomic_load(&a->registered)) {
-		n += (size_t)snprintf(why, len, "control plane not registered");
+		if (n < len)
+			n += (size_t)snprintf(why + n, len - n,
+					      "%scontrol plane not registered",
+					      ready ? "" : "\n");
 		ready = false;
 	}
 	if (!metrics_k8s_reachable(kerr, sizeof(kerr))) {

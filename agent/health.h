@@ -2,8 +2,8 @@
  * health: the HTTP listener of [health] listen (libmicrohttpd) serving
  *   /healthz  200 "ok" while the process runs
  *   /readyz   200 "ok" when the control plane acknowledged the
- *             registration and the Kubernetes API is reachable; else 503
- *             with one reason per line
+ *             registration and the Kubernetes API is reachable and the
+ *             agent is not stopping; else 503 with one reason per line
  *   /metrics  Prometheus text format 0.0.4 (metrics.h)
  * Other paths: 404. Methods other than GET and HEAD: 405.
  *

@@ -8,7 +8,9 @@ HealthFlow's methods run in name order and share one agent: listener up ->
 (3 deploys, 2 scales, 1 failing scale, 1 redelivered request) counted
 exactly in /metrics -> Kubernetes API down: /readyz 503 with the reason ->
 API back: /readyz 200 again without any operation (worker 0 re-checks the
-API every 10 s while it is unreachable) -> SIGTERM closes the listener.
+API every 10 s while it is unreachable) -> CP reconnect registers again ->
+SIGTERM with an operation in flight: /readyz 503 "agent stopping" until the
+listener closes.
 HealthStartup covers start-up: a port in use is exit 3 with a clear log
 line; an empty listen turns the listener off; an IPv6 address works.
 Metric names and /readyz rules: docs/OPERATIONS.md "Health and metrics".
@@ -18,6 +20,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -395,8 +398,24 @@ class HealthFlow(unittest.TestCase):
         ])
 
     @with_log
-    def test_08_sigterm_closes_listener(self):
+    def test_08_stopping_not_ready_then_listener_closed(self):
+        # one slow API call keeps an operation in flight after SIGTERM
+        self.k8s.set_fault("slow:2", match="deployments/web0/scale", times=1)
+        mark = self.runner.mark()
+        rid = self.runner.request("scale", {"name": "web0", "replicas": 4},
+                                  id="scale-slow")
+        time.sleep(0.5)   # read and handed to a worker
+        self.agent.send_signal(signal.SIGTERM)
+        body = self.wait_ready(503, 5)
+        self.assertEqual(body.splitlines()[0], "agent stopping", body)
+        self.assertEqual(self.get("/healthz")[0], 200)
+        # the operation finishes and is answered before the exit
+        r = self.runner.wait_for(reply_to(rid), 10, after=mark)
+        self.assertIs(r["data"].get("success"), True, r)
         self.assertEqual(self.agent.stop(timeout=15), 0)
+        host, port = self.listen.rsplit(":", 1)
+        with self.assertRaises(OSError):
+            socket.create_connection((host, int(port)), timeout=2).close()
         host, port = self.listen.rsplit(":", 1)
         with self.assertRaises(OSError):
             socket.create_connection((host, int(port)), timeout=2).close()

@@ -395,6 +395,11 @@ static void test_readiness(void)
 	atomic_store(&a.registered, false);
 	CHECK(!health_ready(&a, why, sizeof(why)));
 	CHECK_STR(why, "control plane not registered");
+	/* a graceful stop is announced first */
+	atomic_store(&a.stopping, true);
+	CHECK(!health_ready(&a, why, sizeof(why)));
+	CHECK_STR(why, "agent stopping\ncontrol plane not registered");
+	atomic_store(&a.stopping, false);
 	/* a short buffer is cut, never overrun */
 	{
 		char small[8];
