@@ -369,10 +369,11 @@ static const char *run_link(struct reader_ctx *rc, struct ws_conn *conn,
 	struct endpoint *ep = rc->ep;
 	int64_t now = clock_mono_ms();
 	int64_t next_ping = now + atomic_load(&ep->ping_interval_ms);
+	int64_t paused_ms = 0;  /* last time reading was held back */
 
 	for (;;) {
 		struct pollfd p[2];
-		int64_t deadline, timeout;
+		int64_t deadline, timeout, heard;
 		int64_t interval = atomic_load(&ep->ping_interval_ms);
 		int64_t dead_after = atomic_load(&ep->ping_timeout_ms);
 		bool want_read = !rc->head &&
@@ -381,7 +382,15 @@ static const char *run_link(struct reader_ctx *rc, struct ws_conn *conn,
 		int rc_read = 0;
 
 		now = clock_mono_ms();
-		deadline = ws_conn_last_rx_ms(conn) + dead_after;
+		/* While we hold reading back (full ring or outbox, stopping)
+		 * the peer's frames wait in our socket: that time is not
+		 * silence, and must not kill a link we are throttling. */
+		if (!want_read)
+			paused_ms = now;
+		heard = ws_conn_last_rx_ms(conn);
+		if (heard < paused_ms)
+			heard = paused_ms;
+		deadline = heard + dead_after;
 		if (now >= deadline) {
 			snprintf(why, whylen, "no frame received for %lldms",
 				 (long long)dead_after);
