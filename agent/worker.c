@@ -40,15 +40,17 @@ struct op {
 	op_fn fn;
 	enum reply_kind reply;
 	fail_fn fail_extra;   /* NULL: nothing to add */
+	bool id_field;        /* data.id defaults to the request id */
 };
 
 static const struct op ops[] = {
-	{ "deploy", k8s_op_deploy, REPLY_RESPONSE, NULL },
-	{ "delete", k8s_op_delete, REPLY_RESPONSE, NULL },
-	{ "scale", k8s_op_scale, REPLY_RESPONSE, NULL },
-	{ "get_resources", k8s_op_get_resources, REPLY_RESPONSE, NULL },
-	{ "command", k8s_op_command, REPLY_RESPONSE, k8s_command_failure },
-	{ "proxy_request", k8s_op_proxy, REPLY_PROXY_RESPONSE, NULL },
+	{ "deploy", k8s_op_deploy, REPLY_RESPONSE, NULL, false },
+	{ "delete", k8s_op_delete, REPLY_RESPONSE, NULL, false },
+	{ "scale", k8s_op_scale, REPLY_RESPONSE, NULL, false },
+	{ "get_resources", k8s_op_get_resources, REPLY_RESPONSE, NULL, false },
+	{ "command", k8s_op_command, REPLY_RESPONSE, k8s_command_failure,
+	  true },
+	{ "proxy_request", k8s_op_proxy, REPLY_PROXY_RESPONSE, NULL, true },
 };
 
 static const struct op *op_find(const char *type)
@@ -171,6 +173,8 @@ static void execute(struct worker *w, struct request *req)
 	}
 	metrics_op_done(req->type, data != NULL, clock_mono_ms() - t0);
 	metrics_k8s_outcome(data ? NULL : &err);
+	if (data && op->id_field && !json_object_get(data, "id"))
+		json_object_set_new(data, "id", json_string(req->id));
 	if (data) {
 		reply = msg_reply_ok(req->id, data);
 		atomic_fetch_add(&a->ops_done, 1);
@@ -179,12 +183,15 @@ static void execute(struct worker *w, struct request *req)
 			 a->ep[req->origin].name, req->id, req->type,
 			 (long long)(clock_mono_ms() - t0));
 	} else {
-		reply = msg_reply_error(
-			req->id, err.message, err.code, err.reason,
-			op->fail_extra
-				? op->fail_extra(req->data,
-						 clock_mono_ms() - t0)
-				: NULL);
+		json_t *extra = op->fail_extra
+					? op->fail_extra(req->data,
+							 clock_mono_ms() - t0)
+					: NULL;
+
+		if (extra && op->id_field && !json_object_get(extra, "id"))
+			json_object_set_new(extra, "id", json_string(req->id));
+		reply = msg_reply_error(req->id, err.message, err.code,
+					err.reason, extra);
 		atomic_fetch_add(&a->ops_failed, 1);
 		LOG_WARN("operation failed",
 			 "endpoint=%s request_id=%s type=%s code=%d "
