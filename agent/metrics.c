@@ -19,6 +19,7 @@
 
 #include "agent/agent.h"
 #include "agent/metrics.h"
+#include "agent/streamer.h"
 #include "common/ring.h"
 #include "common/util.h"
 #include "k8s/k8s.h"
@@ -233,7 +234,7 @@ void metrics_collect(struct agent *a, struct metrics_gauges *g)
 	g->uptime_ms = clock_mono_ms() - a->start_mono_ms;
 	g->registered = atomic_load(&a->registered);
 	g->k8s_reachable = metrics_k8s_reachable(NULL, 0);
-	g->open_streams = 0; /* no stream support yet */
+	g->open_streams = streamer_open_streams(a);
 }
 
 /* ---- rendering ------------------------------------------------------- */
