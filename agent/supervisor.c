@@ -316,8 +316,30 @@ static void on_runner_assigned(struct supervisor *s, struct request *req)
 static void on_runner_unassigned(struct supervisor *s, struct request *req)
 {
 	struct endpoint *rn = &s->a->ep[EP_RUNNER];
-	json_t *data = json_object();
+	const char *runner_id = json_string_value(
+		json_object_get(req->data, "runner_id"));
+	bool other;
+	json_t *data;
 
+	/* PROTOCOL 3: close *that* runner's connection. A stale message
+	 * naming another runner must not drop the current one. */
+	pthread_mutex_lock(&rn->target_lock);
+	other = runner_id && *runner_id &&
+		(!rn->target || !rn->target->runner_id ||
+		 strcmp(rn->target->runner_id, runner_id));
+	pthread_mutex_unlock(&rn->target_lock);
+	if (other) {
+		char err[300];
+
+		snprintf(err, sizeof(err), "runner %s is not assigned",
+			 runner_id);
+		LOG_WARN("runner_unassigned ignored",
+			 "request_id=%s runner_id=%s error=\"%s\"", req->id,
+			 runner_id, err);
+		reply_cp(s, msg_reply_error(req->id, err, 0, NULL, NULL));
+		return;
+	}
+	data = json_object();
 	LOG_INFO("runner unassigned", "request_id=%s", req->id);
 	endpoint_set_target(rn, NULL);
 	json_object_set_new(data, "message", json_string("runner unassigned"));
