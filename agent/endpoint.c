@@ -505,8 +505,12 @@ static void *reader_main(void *arg)
 			uint32_t r32;
 			int64_t delay;
 
+			/* A cancel with the same target is the late signal of
+			 * the set_target this attempt already serves: retry
+			 * (at most once per set_target, so no spin). */
 			if (atomic_load(&ep->stop) ||
-			    atomic_load(&ep->target_gen) != gen) {
+			    atomic_load(&ep->target_gen) != gen ||
+			    cerr.errnum == -ECANCELED) {
 				target_put(t);
 				continue;
 			}
@@ -825,8 +829,10 @@ void endpoint_set_target(struct endpoint *ep, struct endpoint_target *t)
 	atomic_fetch_add(&ep->target_gen, 1);
 	pthread_mutex_unlock(&ep->target_lock);
 	target_put(old);
-	wakefd_signal(ep->reader_wake);
+	/* connect_cancel first: a reader woken by reader_wake then drains
+	 * it before its next attempt, instead of cancelling that one. */
 	wakefd_signal(ep->connect_cancel);
+	wakefd_signal(ep->reader_wake);
 }
 
 void endpoint_set_timing(struct endpoint *ep,
@@ -869,8 +875,8 @@ void endpoint_stop(struct endpoint *ep, int64_t flush_ms)
 		usleep(10000);
 	}
 	atomic_store(&ep->stop, true);
-	wakefd_signal(ep->reader_wake);
 	wakefd_signal(ep->connect_cancel);
+	wakefd_signal(ep->reader_wake);
 	pthread_join(ep->reader, NULL);
 	wakefd_signal(ep->writer_wake);
 	pthread_join(ep->writer, NULL);
