@@ -159,6 +159,7 @@ class Relay:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        src.close()                # the other pump finds dst closed, ends
 
 
 def _quickack(sock):
