@@ -154,9 +154,13 @@ class Operations(unittest.TestCase):
         cls.agent = agentproc.Agent(cls.tmp, cfg)
         cls.addClassCleanup(cls.agent.kill)
         cls.agent.start()
-        cls.cp.wait_for("register", 15)
-        cls.cp.assign_runner(cls.runner.url, RUNNER_TOKEN, "runner-ops")
-        cls.runner.wait_connected(15)
+        try:
+            cls.cp.wait_for("register", 30)
+            cls.cp.assign_runner(cls.runner.url, RUNNER_TOKEN, "runner-ops")
+            cls.runner.wait_connected(30)
+        except AssertionError as e:
+            raise AssertionError("%s\n--- agent log tail ---\n%s" % (
+                e, cls.agent.log_tail(40))) from None
 
     def setUp(self):
         if self.skip_reason:
