@@ -314,14 +314,21 @@ static bool outbox_full(struct endpoint *ep, const struct endpoint_target *t)
 
 bool endpoint_idle(struct endpoint *ep)
 {
+	bool idle = true;
+
+	/* Under conn_lock the writer is never between popping a reply
+	 * from a ring and queuing it on the connection (it publishes
+	 * outbox_len inside that section), so a reply is always seen. */
+	pthread_mutex_lock(&ep->conn_lock);
 	if (atomic_load(&ep->pending) || atomic_load(&ep->in_flight) ||
 	    atomic_load(&ep->outbox_len) || ring_depth(ep->from_super) ||
 	    ring_depth(ep->from_reader) || ring_depth(ep->from_streamer))
-		return false;
-	for (int i = 0; i < ep->agent->n_workers; i++)
+		idle = false;
+	for (int i = 0; idle && i < ep->agent->n_workers; i++)
 		if (ring_depth(ep->from_worker[i]))
-			return false;
-	return true;
+			idle = false;
+	pthread_mutex_unlock(&ep->conn_lock);
+	return idle;
 }
 
 void endpoint_request_done(struct endpoint *ep)
@@ -725,9 +732,9 @@ static void *writer_main(void *arg)
 			}
 			fd = ws_conn_fd(c);
 		}
-		pthread_mutex_unlock(&ep->conn_lock);
-		atomic_store(&ep->outbox_len, ob.n);
+		atomic_store(&ep->outbox_len, ob.n);   /* see endpoint_idle */
 		atomic_store(&ep->outbox_bytes, ob.bytes);
+		pthread_mutex_unlock(&ep->conn_lock);
 
 		if (atomic_load(&ep->stop)) {
 			if (!stop_deadline)
