@@ -68,6 +68,7 @@ enum key_type {
 	T_NAMESPACE,  /* char *; DNS-1123 label */
 	T_URL_WS,     /* char *; http/https/ws/wss URL with a host */
 	T_URL_HTTP,   /* char *; http/https URL with a host */
+	T_URL_PROXY,  /* char *; http:// URL with a host (CONNECT proxy) */
 	T_LISTEN,     /* char *; host:port or [v6]:port; empty: NULL (off) */
 	T_DURATION,   /* int64_t milliseconds */
 	T_SIZE,	      /* size_t bytes */
@@ -107,7 +108,7 @@ struct key_def {
 	{ sec, "client_key", T_STR, OFF(m.client_key), 0, 0, F_READABLE },  \
 	{ sec, "insecure_skip_verify", T_BOOL,                              \
 	  OFF(m.insecure_skip_verify), 0, 0, 0 },                           \
-	{ sec, "proxy", T_URL_HTTP, OFF(m.proxy), 0, 0, F_SECRET },         \
+	{ sec, "proxy", T_URL_PROXY, OFF(m.proxy), 0, 0, F_SECRET },         \
 	{ sec, "connect_timeout", T_DURATION, OFF(m.connect_timeout_ms),    \
 	  100, 10 * MIN_MS, 0 },                                            \
 	{ sec, "ping_interval", T_DURATION, OFF(m.ping_interval_ms),        \
@@ -690,6 +691,7 @@ static void set_string(struct parse_ctx *ctx, const struct key_def *def,
 	static const char *const ws_schemes[] = {"http", "https", "ws", "wss",
 						 NULL};
 	static const char *const http_schemes[] = {"http", "https", NULL};
+	static const char *const proxy_schemes[] = {"http", NULL};
 
 	if (!v) {
 		if (def->flags & F_NONEMPTY || def->type == T_NAMESPACE) {
@@ -721,6 +723,12 @@ static void set_string(struct parse_ctx *ctx, const struct key_def *def,
 		if (!url_ok(v, http_schemes))
 			what = "is not a URL with scheme http or https and a "
 			       "host";
+		break;
+	case T_URL_PROXY:
+		/* The agent speaks plain HTTP CONNECT to its proxy. */
+		if (!url_ok(v, proxy_schemes))
+			what = "is not an http:// proxy URL with a host (TLS to "
+			       "the proxy itself is not supported)";
 		break;
 	case T_LISTEN:
 		if (!listen_ok(v))
@@ -777,6 +785,7 @@ static void set_value(struct parse_ctx *ctx, const struct key_def *def,
 	case T_NAMESPACE:
 	case T_URL_WS:
 	case T_URL_HTTP:
+	case T_URL_PROXY:
 	case T_LISTEN:
 		set_string(ctx, def, line, v);
 		return;

@@ -271,7 +271,7 @@ static void test_all_keys(void)
 	    "register_timeout = 1h\n"
 	    "[runner]\n"
 	    "insecure_skip_verify = on\n"
-	    "proxy = https://proxy\n"
+	    "proxy = http://proxy\n"
 	    "connect_timeout = 3\n"
 	    "ping_interval = 1m\n"
 	    "reconnect_initial = 100ms\n"
@@ -340,7 +340,7 @@ static void test_all_keys(void)
 	CHECK_INT(c->control_plane.register_timeout_ms, 3600000);
 
 	CHECK(c->runner.insecure_skip_verify);
-	CHECK_STR(c->runner.proxy, "https://proxy");
+	CHECK_STR(c->runner.proxy, "http://proxy");
 	CHECK_INT(c->runner.connect_timeout_ms, 3000);
 	CHECK_INT(c->runner.ping_interval_ms, 60000);
 	CHECK_INT(c->runner.ping_timeout_ms, 120000); /* 2 x ping_interval */
@@ -460,8 +460,9 @@ static const struct snippet_case snippet_cases[] = {
      "[control_plane] endpoint: must not be empty"},
     /* proxy, api_server, listen */
     {"proxy = socks5://p:1080\n", false, 6, true,
-     "[control_plane] proxy: value is not a URL with scheme http or "
-     "https"},
+     "[control_plane] proxy: value is not an http:// proxy URL"},
+    {"proxy = https://p:3128\n", false, 6, true,
+     "[control_plane] proxy: value is not an http:// proxy URL"},
     {"[kubernetes]\napi_server = k8s:6443\n", false, 7, true,
      "[kubernetes] api_server: \"k8s:6443\" is not a URL with scheme "
      "http or https and a host"},
