@@ -69,6 +69,8 @@
 #define STREAM_OUTBOX_HIGH ((size_t)2 << 20)
 /* Error answers (non-2xx) are kept up to this for the done message. */
 #define ERROR_BODY_MAX 65536
+/* A line buffer larger than this is freed once empty. */
+#define BUF_KEEP 65536
 #define PAUSED_POLL_MS 10
 #define LINK_POLL_MS 200
 #define IDLE_POLL_MS 1000
@@ -246,7 +248,7 @@ static void emit_done(struct streamer *sm, struct endpoint *ep,
 static void buf_append(struct stream *st, const char *p, size_t n)
 {
 	if (st->len + n > st->cap) {
-		size_t cap = st->cap ? st->cap : 16384;
+		size_t cap = st->cap ? st->cap : 4096;
 
 		while (cap < st->len + n)
 			cap *= 2;
@@ -269,6 +271,12 @@ static void emit_lines(struct stream *st)
 	emit_chunk(st, st->buf, k);
 	memmove(st->buf, st->buf + k, st->len - k);
 	st->len -= k;
+	if (!st->len && st->cap > BUF_KEEP) {
+		/* after a large event: do not keep its buffer */
+		free(st->buf);
+		st->buf = NULL;
+		st->cap = 0;
+	}
 }
 
 static size_t on_data(char *p, size_t size, size_t nmemb, void *ud)
@@ -337,7 +345,9 @@ static void stream_end(struct stream *st, long status, const char *error,
 	if (!status)
 		status = k8s_stream_status(st->ks);
 	curl_multi_remove_handle(sm->multi, st->curl);
-	if (ok && st->len && !st->fail[0]) {
+	/* What the assembler holds: a partial log line is passed on, a
+	 * partial watch event is not (chunks end on a line boundary). */
+	if (ok && st->len && !st->fail[0] && st->kind != K8S_STREAM_LINES) {
 		emit_chunk(st, st->buf, st->len);
 		st->len = 0;
 	}
@@ -479,7 +489,7 @@ static void on_request(struct streamer *sm, struct endpoint *ep,
 		sm->head->prev = st;
 	sm->head = st;
 	atomic_fetch_add(sm->open, 1);
-	LOG_INFO("stream opened", "endpoint=%s stream_id=%s request=\"%s\"",
+	LOG_DEBUG("stream opened", "endpoint=%s stream_id=%s request=\"%s\"",
 		 ep->name, st->id, k8s_stream_describe(st->ks));
 }
 
