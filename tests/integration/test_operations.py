@@ -602,10 +602,12 @@ class Operations(unittest.TestCase):
     def test_25_slow_runner_memory_flat(self):
         stop = threading.Event()
         line = ("y" * 1000) + "\n"
+        written = [0]
 
         def writer():
             while not stop.is_set():
                 self.k8s.append_log(NS, "two", "c1", line * 50)
+                written[0] += len(line) * 50
                 time.sleep(0.005)
         sid = self.open_stream("command", {
             "type": "logs", "target": {"name": "two", "namespace": NS,
@@ -620,9 +622,11 @@ class Operations(unittest.TestCase):
             time.sleep(1)
             pid = self.agent.pid
             samples = []
+            w0 = written[0]
             for _ in range(20):
                 samples.append(rss_kib(pid))
                 time.sleep(0.5)
+            w1 = written[0]
             got = len(stream_msgs(self.runner, sid))
         finally:
             stop.set()
@@ -630,7 +634,8 @@ class Operations(unittest.TestCase):
             self.runner.resume_reading()
         growth = max(samples) - samples[0]
         print("\n  VmRSS under a slow Runner (KiB, every 0.5 s): %s; "
-              "growth %d KiB" % (samples, growth))
+              "growth %d KiB while the pod wrote %d MiB of log" % (
+                  samples, growth, (w1 - w0) >> 20))
         self.assertLess(growth, 16 * 1024)
         done, _ = self.cancel(sid, 30)
         self.assertIs(done["data"].get("cancelled"), True)
