@@ -383,16 +383,18 @@ static const char *run_link(struct reader_ctx *rc, struct ws_conn *conn,
 		int64_t deadline, timeout, heard;
 		int64_t interval = atomic_load(&ep->ping_interval_ms);
 		int64_t dead_after = atomic_load(&ep->ping_timeout_ms);
+		bool ob_full = outbox_full(ep, t);
 		bool want_read = !rc->head &&
-				 !atomic_load(&ep->stop_reading) &&
-				 !outbox_full(ep, t);
+				 !atomic_load(&ep->stop_reading) && !ob_full;
 		int rc_read = 0;
 
 		now = clock_mono_ms();
-		/* While we hold reading back (full ring or outbox, stopping)
-		 * the peer's frames wait in our socket: that time is not
-		 * silence, and must not kill a link we are throttling. */
-		if (!want_read)
+		/* While busy workers (full ring) or a graceful stop hold
+		 * reading back, the peer's frames wait in our socket: that
+		 * time is not silence, and must not kill a link we throttle.
+		 * A full outbox is different (the peer is not taking our
+		 * replies, or the link is gone): the deadline applies. */
+		if (!want_read && !ob_full)
 			paused_ms = now;
 		heard = ws_conn_last_rx_ms(conn);
 		if (heard < paused_ms)
@@ -425,6 +427,11 @@ static const char *run_link(struct reader_ctx *rc, struct ws_conn *conn,
 			wakefd_drain(ep->reader_wake);
 		if (atomic_load(&ep->stop))
 			return "agent stopping";
+		if (!want_read && (p[0].revents & (POLLERR | POLLHUP))) {
+			/* reset while we were not reading */
+			snprintf(why, whylen, "connection lost");
+			return why;
+		}
 		if (atomic_load(&ep->target_gen) != gen) {
 			drain_before_switch(rc, conn, 10000);
 			return "endpoint changed";
