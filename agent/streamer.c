@@ -70,27 +70,27 @@
 /* Error answers (non-2xx) are kept up to this for the done message. */
 #define ERROR_BODY_MAX 65536
 /* A line buffer larger than this is freed once empty. */
-#define BUF_KEEP 65536
+#define BUF_KEEP       65536
 #define PAUSED_POLL_MS 10
-#define LINK_POLL_MS 200
-#define IDLE_POLL_MS 1000
-#define STOP_FLUSH_MS 2000
+#define LINK_POLL_MS   200
+#define IDLE_POLL_MS   1000
+#define STOP_FLUSH_MS  2000
 
 struct stream {
 	struct stream *next, *prev; /* streamer's list */
 	struct streamer *sm;
 	struct endpoint *ep;
-	uint64_t link_gen;	    /* the link the request came on */
-	char *id;		    /* request id = stream_id */
+	uint64_t link_gen; /* the link the request came on */
+	char *id;	   /* request id = stream_id */
 	struct k8s_stream *ks;
-	CURL *curl;		    /* owned by ks */
+	CURL *curl; /* owned by ks */
 	enum k8s_stream_kind kind;
-	long status;		    /* HTTP status once the body starts */
-	char *buf;		    /* line assembler, or the error answer */
+	long status; /* HTTP status once the body starts */
+	char *buf;   /* line assembler, or the error answer */
 	size_t len, cap;
 	size_t line_max;
 	bool paused;
-	char fail[200];		    /* set when the write callback aborts */
+	char fail[200]; /* set when the write callback aborts */
 	uint64_t chunks, bytes;
 	int64_t started_ms;
 };
@@ -104,9 +104,9 @@ struct streamer {
 	CURLM *multi;
 	pthread_t thread;
 	atomic_bool stop;
-	atomic_size_t *open;	   /* &agent.open_streams (heartbeats) */
+	atomic_size_t *open; /* &agent.open_streams (heartbeats) */
 	size_t max_streams;
-	struct stream *head;	   /* streamer thread only */
+	struct stream *head;	       /* streamer thread only */
 	struct out_list out[EP_COUNT]; /* streamer thread only */
 };
 
@@ -158,8 +158,8 @@ static void out_flush(struct streamer *sm)
 	for (int e = 0; e < EP_COUNT; e++) {
 		struct out_list *l = &sm->out[e];
 
-		while (l->head && ring_push(sm->a->ep[e].from_streamer,
-					    l->head)) {
+		while (l->head &&
+		       ring_push(sm->a->ep[e].from_streamer, l->head)) {
 			l->head = l->head->next;
 			if (!l->head)
 				l->tail = NULL;
@@ -218,9 +218,9 @@ static void emit_chunk(struct stream *st, const char *p, size_t n)
  * The final message of stream @id on @ep: done, status_code when known,
  * error when @error, the error answer's body when @body.
  */
-static void emit_done(struct streamer *sm, struct endpoint *ep,
-		      const char *id, long status, const char *error,
-		      const char *body, size_t body_len, bool cancelled)
+static void emit_done(struct streamer *sm, struct endpoint *ep, const char *id,
+		      long status, const char *error, const char *body,
+		      size_t body_len, bool cancelled)
 {
 	json_t *d = stream_data(id), *msg;
 
@@ -351,12 +351,13 @@ static void stream_end(struct stream *st, long status, const char *error,
 		emit_chunk(st, st->buf, st->len);
 		st->len = 0;
 	}
-	emit_done(sm, st->ep, st->id, status, error,
-		  ok ? NULL : st->buf, ok ? 0 : st->len, cancelled);
+	emit_done(sm, st->ep, st->id, status, error, ok ? NULL : st->buf,
+		  ok ? 0 : st->len, cancelled);
 	if (error)
-		LOG_WARN("stream ended", "endpoint=%s stream_id=%s "
-					 "chunks=%llu bytes=%llu ms=%lld "
-					 "error=\"%s\"",
+		LOG_WARN("stream ended",
+			 "endpoint=%s stream_id=%s "
+			 "chunks=%llu bytes=%llu ms=%lld "
+			 "error=\"%s\"",
 			 st->ep->name, st->id, (unsigned long long)st->chunks,
 			 (unsigned long long)st->bytes,
 			 (long long)(clock_mono_ms() - st->started_ms), error);
@@ -398,21 +399,21 @@ static void on_cancel(struct streamer *sm, struct endpoint *ep,
 		      struct request *req)
 {
 	const char *sid =
-		json_string_value(json_object_get(req->data, "stream_id"));
+	    json_string_value(json_object_get(req->data, "stream_id"));
 	struct stream *st = sid ? stream_find(sm, ep, sid) : NULL;
 	char err[200];
 	json_t *d;
 
 	if (!st) {
 		snprintf(err, sizeof(err), "%s%s",
-			 sid ? "no open stream: " : "proxy_cancel needs "
-						   "stream_id",
+			 sid ? "no open stream: "
+			     : "proxy_cancel needs "
+			       "stream_id",
 			 sid ? sid : "");
 		send_msg(sm, ep, msg_reply_error(req->id, err, 0, NULL, NULL));
 		return;
 	}
-	LOG_INFO("stream cancelled", "endpoint=%s stream_id=%s", ep->name,
-		 sid);
+	LOG_INFO("stream cancelled", "endpoint=%s stream_id=%s", ep->name, sid);
 	d = json_object();
 	json_object_set_new(d, "stream_id", json_string(sid));
 	json_object_set_new(d, "message", json_string("stream cancelled"));
@@ -437,8 +438,9 @@ static void on_request(struct streamer *sm, struct endpoint *ep,
 		return;
 	}
 	if (req->link_gen != atomic_load(&ep->link_gen)) {
-		emit_done(sm, ep, req->id, 0, "the connection it came on "
-					      "dropped",
+		emit_done(sm, ep, req->id, 0,
+			  "the connection it came on "
+			  "dropped",
 			  NULL, 0, false);
 		return;
 	}
@@ -451,8 +453,9 @@ static void on_request(struct streamer *sm, struct endpoint *ep,
 	if (atomic_load(sm->open) >= sm->max_streams) {
 		snprintf(msg, sizeof(msg), "too many open streams (max %zu)",
 			 sm->max_streams);
-		LOG_WARN("stream refused", "endpoint=%s stream_id=%s error=\"%s\"",
-			 ep->name, req->id, msg);
+		LOG_WARN("stream refused",
+			 "endpoint=%s stream_id=%s error=\"%s\"", ep->name,
+			 req->id, msg);
 		emit_done(sm, ep, req->id, 429, msg, NULL, 0, false);
 		return;
 	}
@@ -461,11 +464,12 @@ static void on_request(struct streamer *sm, struct endpoint *ep,
 	st->ep = ep;
 	st->link_gen = req->link_gen;
 	st->started_ms = clock_mono_ms();
-	st->ks = k8s_stream_new(ep->agent->k8s, req->type, req->data,
-				on_data, st, &err);
+	st->ks = k8s_stream_new(ep->agent->k8s, req->type, req->data, on_data,
+				st, &err);
 	if (!st->ks) {
-		LOG_WARN("stream refused", "endpoint=%s stream_id=%s code=%d "
-					   "error=\"%s\"",
+		LOG_WARN("stream refused",
+			 "endpoint=%s stream_id=%s code=%d "
+			 "error=\"%s\"",
 			 ep->name, req->id, err.code, err.message);
 		emit_done(sm, ep, req->id, err.code ? err.code : 400,
 			  err.message, NULL, 0, false);
@@ -490,7 +494,7 @@ static void on_request(struct streamer *sm, struct endpoint *ep,
 	sm->head = st;
 	atomic_fetch_add(sm->open, 1);
 	LOG_DEBUG("stream opened", "endpoint=%s stream_id=%s request=\"%s\"",
-		 ep->name, st->id, k8s_stream_describe(st->ks));
+		  ep->name, st->id, k8s_stream_describe(st->ks));
 }
 
 static void take_requests(struct streamer *sm)
@@ -588,8 +592,8 @@ static void *streamer_main(void *arg)
 
 	log_set_thread_name("streamer");
 	for (;;) {
-		struct curl_waitfd wfd = { .fd = a->streamer_wake,
-					   .events = CURL_WAIT_POLLIN };
+		struct curl_waitfd wfd = {.fd = a->streamer_wake,
+					  .events = CURL_WAIT_POLLIN};
 		int running = 0, timeout = IDLE_POLL_MS;
 
 		take_requests(sm);
@@ -626,8 +630,8 @@ int streamer_start(struct agent *a)
 
 	sm->a = a;
 	sm->max_streams = a->config->runner.max_streams
-				  ? a->config->runner.max_streams
-				  : 1000;
+			      ? a->config->runner.max_streams
+			      : 1000;
 	sm->multi = curl_multi_init();
 	if (!sm->multi) {
 		free(sm);
