@@ -28,10 +28,23 @@ ping_timeout 2s (CP keeps the 20s/40s defaults unless a test says so).
      reconnect times spread by the backoff jitter.
   08 SIGTERM with 100 operations in flight: all answered, exit 0.
   09 runner_assigned for a new runner while replies are owed to the old.
-  10 runner_unassigned: link closed, token forgotten, runner id null.
+  10 runner_unassigned: link closed, token forgotten, runner id null; a
+     stale one naming another runner leaves the current link alone.
+  11 outbox_max_messages 50 while the Runner is refused: execution stalls
+     at outbox + reply ring instead of dropping; everything answered after.
 
-Slowest parts: 07 (50 processes, a CP outage of 2 s) and 02 (the 10 s
-outage). Run one test: /usr/bin/python3 test_faults.py Faults.test_04_...
+Agent bugs these found (fixed in agent/endpoint.c, agent/supervisor.c):
+a finished request cancelled a reconnect handshake in progress (01); the
+agent declared its own throttled link dead under a flood and lost the
+buffered requests (06); a link reset while rings and outbox were full was
+never noticed (11); runner_unassigned for another runner dropped the
+current one (10); a re-assignment's late cancel aborted the first
+handshake to the new runner (10); a reply popped from a ring but not yet
+queued looked idle to the drain before a switch or stop (09, 08).
+
+Slowest parts: 06 (10,000 operations through the Python Kubernetes
+simulator, about 300-400 a second: ~30 s) and 02 (the 10 s outage). The
+whole file takes about 2 minutes. Run one test: /usr/bin/python3 test_faults.py Faults.test_04_...
 """
 import collections
 import datetime
@@ -934,6 +947,85 @@ class Faults(unittest.TestCase):
                       "a stale unassignment is not acknowledged as done")
         rig.cp.wait_for(heartbeat_with(cp=True, runner=True), T_HB,
                         after=mark)
+
+
+    # ---------------------------------------------------------------- 11
+
+    def test_11_outbox_bound_while_runner_away(self):
+        """PROTOCOL 5: replies for a disconnected Runner are kept, bounded;
+        when full the agent stops executing and reading instead of
+        dropping. One worker, outbox_max_messages 50: while the Runner is
+        refused at most 50 (outbox) + 1024 (the worker's reply ring) + 1
+        (the worker blocked delivering) scales may complete; after it comes
+        back (re-sending what has no reply) every id is answered once per
+        execution and each scale ran exactly once."""
+        rig = self.make_rig(workers=1, runner_overrides={
+            "outbox_max_messages": "50"})
+        n = 2500
+        names = ["ob-%04d" % i for i in range(n)]
+        rig.add_deployments(names)
+        rig.up()
+        msgs = {"ob-" + nm: make_msg("scale", {"name": nm, "replicas": 2},
+                                     id="ob-" + nm) for nm in names}
+        ids = list(msgs)
+        # the Runner goes away first; requests then sit in the relay and
+        # socket buffers and are re-sent after it is back
+        rig.k8s.set_fault("slow:0.002")
+        faultkit.send_many(rig.runner, list(msgs.values())[:1500],
+                           rig.runner.last_connection)
+        rig.k8s.wait_for(lambda: sum(rig.k8s.counts[k] for k in
+                                     [("PUT", "deployments/scale")]) >= 5,
+                         10)
+        rig.runner_relay.mode("refuse")
+        rig.runner_relay.cut()
+        rig.runner.wait_disconnected(T_HB)
+        answered_before = set(faultkit.reply_id(m)
+                              for m in rig.runner.received) & set(ids)
+        rig.k8s.set_fault(None)
+
+        def executed():
+            return sum(faultkit.scale_puts(rig.k8s).values())
+        # run into the full outbox, until executions stop
+        last, still = -1, 0
+        deadline = time.monotonic() + 30
+        while still < 10 and time.monotonic() < deadline:
+            now = executed()
+            still = still + 1 if now == last else 0
+            last = now
+            time.sleep(0.1)
+        done_away = last - len(answered_before)
+        rig.runner_relay.mode("pass")
+        deadline = time.monotonic() + 90
+        seen = 0
+        while time.monotonic() < deadline:
+            conn = rig.runner.last_connection
+            if conn.index != seen and conn.open:
+                seen = conn.index
+                got = set(faultkit.reply_id(m) for m in rig.runner.received)
+                faultkit.send_many(rig.runner, [msgs[i] for i in ids
+                                                if i not in got], conn)
+            got = set(faultkit.reply_id(m) for m in rig.runner.received)
+            if set(ids) <= got:
+                break
+            time.sleep(0.1)
+        replies = faultkit.replies_by_id(rig.runner, ids)
+        missing = [i for i in ids if not replies[i]]
+        puts = faultkit.scale_puts(rig.k8s)
+        not_once = {nm: puts[("default", nm)] for nm in names
+                    if puts[("default", nm)] != 1}
+        print("   outbox 50, 1 worker: %d answered before the Runner left, "
+              "%d scales completed while it was away (bound %d), then "
+              "stalled; all %d answered after it came back"
+              % (len(answered_before), done_away, 50 + 1024 + 1 + 10,
+                 n - len(missing)))
+        if missing:
+            self.fail_with_log("%d ids never answered, e.g. %s"
+                               % (len(missing), missing[:5]))
+        self.assertEqual([i for i in ids if len(set(replies[i])) > 1], [])
+        self.assertEqual(not_once, {}, "scales not executed exactly once")
+        self.assertLessEqual(done_away, 50 + 1024 + 1 + 10,
+                             "replies beyond the outbox and ring bounds")
+        self.assert_alive(rig)
 
 
 if __name__ == "__main__":

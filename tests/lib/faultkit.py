@@ -17,7 +17,6 @@ there (WsPeer._call) so 10,000 messages cost one cross-thread hop instead of
 10,000, and a send stalled by TCP backpressure just waits (the per-message
 send() of WsPeer gives up after 10 s).
 """
-import asyncio
 import collections
 import json
 import re
