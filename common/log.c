@@ -105,8 +105,8 @@ static size_t put_quoted(char *buf, size_t pos, size_t cap, const char *s)
 		if (*s == '"' || *s == '\\') {
 			buf[pos++] = '\\';
 			buf[pos++] = *s;
-		} else if (*s == '\n') {
-			buf[pos++] = ' ';
+		} else if ((unsigned char)*s < 0x20 || *s == 0x7f) {
+			buf[pos++] = ' ';  /* one event, one line */
 		} else {
 			buf[pos++] = *s;
 		}
@@ -141,11 +141,18 @@ void log_write(enum log_level level, const char *msg, const char *fmt, ...)
 	pos = put_quoted(line, pos, cap, msg);
 	if (fmt && *fmt && pos + 1 < cap) {
 		line[pos++] = ' ';
+		size_t start = pos;
+
 		va_start(ap, fmt);
 		int n = vsnprintf(line + pos, cap - pos, fmt, ap);
 		va_end(ap);
 		if (n > 0)
 			pos += (size_t)n < cap - pos ? (size_t)n : cap - pos - 1;
+		/* Field values may come from peers: a control character
+		 * would let them forge a log line. */
+		for (size_t i = start; i < pos; i++)
+			if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+				line[i] = '?';
 	}
 	if (dest == LOG_DEST_SYSLOG) {
 		static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO,

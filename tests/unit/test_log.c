@@ -33,6 +33,7 @@ static void test_line_format_and_levels(void)
 	LOG_INFO("linked \"up\"", "endpoint=%s rtt_ms=%d", "runner", 7);
 	LOG_DEBUG("hidden", "x=%d", 1);
 	LOG_WARN("no fields", "");
+	LOG_WARN("peer\nmsg", "type=%s", "x\nts=0 level=error msg=\"FORGED\"");
 	text = slurp();
 	CHECK(strstr(text, "level=info thread=tester msg=\"linked \\\"up\\\"\" "
 			   "endpoint=runner rtt_ms=7\n") != NULL);
@@ -40,6 +41,9 @@ static void test_line_format_and_levels(void)
 	CHECK(strstr(text, "level=warn thread=tester msg=\"no fields\"\n") !=
 	      NULL);
 	CHECK(strncmp(text, "ts=", 3) == 0);
+	/* peer text cannot start a line of its own */
+	CHECK(strstr(text, "\nts=0") == NULL);
+	CHECK(strstr(text, "msg=\"peer msg\" type=x?ts=0 level=error") != NULL);
 	CHECK(log_enabled(LOG_LVL_WARN));
 	CHECK(!log_enabled(LOG_LVL_DEBUG));
 	CHECK_INT(log_parse_level("debug"), LOG_LVL_DEBUG);
