@@ -21,6 +21,10 @@
 #include <ctype.h>
 #include <errno.h>
 #include <sys/stat.h>
+
+#include <mbedtls/error.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/x509_crt.h>
 #include <ini.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -87,6 +91,8 @@ enum key_flag {
 	F_READABLE = 1 << 2, /* file must be readable now */
 	F_SECRET = 1 << 3,   /* never echo the value */
 	F_ZERO_OK = 1 << 4,  /* 0 allowed besides min..max */
+	F_PEM_CERT = 1 << 5, /* must hold PEM/DER certificates mbedTLS reads */
+	F_PEM_KEY = 1 << 6,  /* must hold an unencrypted private key */
 };
 
 struct key_def {
@@ -103,9 +109,12 @@ struct key_def {
 /* Keys that [control_plane] and [runner] share; @m is the member. */
 /* clang-format off */
 #define ENDPOINT_KEYS(sec, m)                                               \
-	{ sec, "ca_file", T_STR, OFF(m.ca_file), 0, 0, F_READABLE },        \
-	{ sec, "client_cert", T_STR, OFF(m.client_cert), 0, 0, F_READABLE }, \
-	{ sec, "client_key", T_STR, OFF(m.client_key), 0, 0, F_READABLE },  \
+	{ sec, "ca_file", T_STR, OFF(m.ca_file), 0, 0,                      \
+	  F_READABLE | F_PEM_CERT },                                         \
+	{ sec, "client_cert", T_STR, OFF(m.client_cert), 0, 0,              \
+	  F_READABLE | F_PEM_CERT },                                         \
+	{ sec, "client_key", T_STR, OFF(m.client_key), 0, 0,                \
+	  F_READABLE | F_PEM_KEY },                                          \
 	{ sec, "insecure_skip_verify", T_BOOL,                              \
 	  OFF(m.insecure_skip_verify), 0, 0, 0 },                           \
 	{ sec, "proxy", T_URL_PROXY, OFF(m.proxy), 0, 0, F_SECRET },         \
@@ -165,7 +174,8 @@ static const struct key_def keys[] = {
 	{ SEC_K8S, "api_server", T_URL_HTTP, OFF(k8s_api_server), 0, 0,
 	  F_NONEMPTY },
 	{ SEC_K8S, "token_file", T_STR, OFF(k8s_token_file), 0, 0, 0 },
-	{ SEC_K8S, "ca_file", T_STR, OFF(k8s_ca_file), 0, 0, F_READABLE },
+	{ SEC_K8S, "ca_file", T_STR, OFF(k8s_ca_file), 0, 0,
+	  F_READABLE | F_PEM_CERT },
 	{ SEC_K8S, "insecure_skip_verify", T_BOOL,
 	  OFF(k8s_insecure_skip_verify), 0, 0, 0 },
 	{ SEC_K8S, "namespace", T_NAMESPACE, OFF(k8s_namespace), 0, 0, 0 },
@@ -680,6 +690,47 @@ static bool in_range(const struct key_def *def, int64_t v)
 }
 
 /* Store string value @v (NULL: empty) after the checks of its type. */
+
+/*
+ * Can mbedTLS load @path as certificates (or, with @key, a private key)?
+ * Checked at load time so that `-t` and a reload catch a bad file, instead
+ * of every later connection failing.
+ */
+static bool pem_loads(const char *path, bool key, char *why, size_t len)
+{
+	int rc;
+
+	if (key) {
+		mbedtls_pk_context pk;
+
+		mbedtls_pk_init(&pk);
+		rc = mbedtls_pk_parse_keyfile(&pk, path, NULL);
+		mbedtls_pk_free(&pk);
+	} else {
+		mbedtls_x509_crt crt;
+
+		mbedtls_x509_crt_init(&crt);
+		rc = mbedtls_x509_crt_parse_file(&crt, path);
+		/* A bundle may hold a few certificates mbedTLS cannot
+		 * parse (rc > 0); it must hold at least one it can. */
+		if (rc > 0 && crt.version == 0)
+			rc = -1;
+		mbedtls_x509_crt_free(&crt);
+	}
+	if (rc >= 0)
+		return true;
+	if (rc == -1)
+		snprintf(why, len, "no certificate in it could be parsed");
+	else {
+		char text[96];
+
+		mbedtls_strerror(rc, text, sizeof(text));
+		snprintf(why, len, "not a usable %s (%s)",
+			 key ? "unencrypted private key" : "certificate file",
+			 text);
+	}
+	return false;
+}
 static void set_string(struct parse_ctx *ctx, const struct key_def *def,
 		       int line, char *v)
 {
@@ -758,6 +809,13 @@ static void set_string(struct parse_ctx *ctx, const struct key_def *def,
 		diag_add(ctx, line, true, "[%s] %s: cannot read %s: %s", sec,
 			 def->name, shown(v, buf, sizeof(buf)),
 			 errstr(errno, errbuf, sizeof(errbuf)));
+		free(v);
+		return;
+	}
+	if ((def->flags & (F_PEM_CERT | F_PEM_KEY)) &&
+	    !pem_loads(v, def->flags & F_PEM_KEY, errbuf, sizeof(errbuf))) {
+		diag_add(ctx, line, true, "[%s] %s: %s: %s", sec, def->name,
+			 shown(v, buf, sizeof(buf)), errbuf);
 		free(v);
 		return;
 	}
@@ -1112,6 +1170,16 @@ static void check_endpoint(struct parse_ctx *ctx, enum section_id sec,
 
 	if (!line_of(ctx, sec, "ping_timeout"))
 		ep->ping_timeout_ms = 2 * ep->ping_interval_ms;
+	else if (ep->ping_timeout_ms <= ep->ping_interval_ms)
+		/* The link would be declared dead before the next ping. */
+		diag_add(ctx,
+			 max_int(line_of(ctx, sec, "ping_timeout"),
+				 line_of(ctx, sec, "ping_interval")),
+			 true,
+			 "[%s] ping_timeout (%s) must be longer than "
+			 "ping_interval (%s)",
+			 name, fmt_duration(ep->ping_timeout_ms, a, sizeof(a)),
+			 fmt_duration(ep->ping_interval_ms, b, sizeof(b)));
 	if (ep->reconnect_initial_ms > ep->reconnect_max_ms)
 		diag_add(ctx, max_int(li, lm), true,
 			 "[%s] reconnect_initial (%s) is greater than "

@@ -20,6 +20,26 @@
 static char tmpdir[] = "/tmp/test_config.XXXXXX";
 
 /* A file in tmpdir with @text; returns a static path (one per @name). */
+/* A throw-away self-signed EC certificate and its key, so that the loader's
+ * "can mbedTLS read it" check has something real to read. */
+static const char test_cert_pem[] =
+	"-----BEGIN CERTIFICATE-----\n"
+	"MIIBdDCCARugAwIBAgIUARDEHhlK8v/mcirH/s4+ZRFQSVcwCgYIKoZIzj0EAwIw\n"
+	"DzENMAsGA1UEAwwEdGVzdDAgFw0yNjEyMDMxNzQxNTFaGA8yMTI2MTEwOTE3NDE1\n"
+	"MVowDzENMAsGA1UEAwwEdGVzdDBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABPbG\n"
+	"oIRBjaQeA3VCzzDaP9HXH0JZBFSuQHi4aGFxJTASBmkLROuRWxTc8v/8a0m6ysaM\n"
+	"OvFU4XCqp7svR6fXXeujUzBRMB0GA1UdDgQWBBQwmw8+9pp3EF3WodtOrvg1TrFu\n"
+	"yTAfBgNVHSMEGDAWgBQwmw8+9pp3EF3WodtOrvg1TrFuyTAPBgNVHRMBAf8EBTAD\n"
+	"AQH/MAoGCCqGSM49BAMCA0cAMEQCIE1+o89pycrKvGu2tYqm8qVlGjJsSBVfkw+q\n"
+	"yB2UJZnwAiBgxP79XexqaQbObYp03FfcJEM5VpTFAR/u4OVH348Vnw==\n"
+	"-----END CERTIFICATE-----\n";
+static const char test_key_pem[] =
+	"-----BEGIN PRIVATE KEY-----\n"
+	"MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgLBF8CT+U0GiQAqhs\n"
+	"EPb30fpTAsn9+XdinnfjI7pVGD2hRANCAAT2xqCEQY2kHgN1Qs8w2j/R1x9CWQRU\n"
+	"rkB4uGhhcSUwEgZpC0TrkVsU3PL//GtJusrGjDrxVOFwqqe7L0en113r\n"
+	"-----END PRIVATE KEY-----\n";
+
 static const char *write_tmp(const char *name, const char *text)
 {
 	static char paths[8][256];
@@ -230,9 +250,9 @@ static void test_defaults(void)
 
 static void test_all_keys(void)
 {
-	const char *ca = write_tmp("ca.pem", "CA\n");
-	const char *crt = write_tmp("crt.pem", "CRT\n");
-	const char *key = write_tmp("key.pem", "KEY\n");
+	const char *ca = write_tmp("ca.pem", test_cert_pem);
+	const char *crt = write_tmp("crt.pem", test_cert_pem);
+	const char *key = write_tmp("key.pem", test_key_pem);
 	char text[4096];
 	struct config_diags d;
 	struct config *c;
@@ -519,9 +539,16 @@ static const struct snippet_case snippet_cases[] = {
      "No such file or directory"},
     /* TLS pair */
     {"client_cert = /dev/null\n", false, 6, true,
-     "[control_plane] client_cert and client_key must be set together"},
+     "[control_plane] client_cert: \"/dev/null\": not a usable "
+     "certificate file"},
     {"[runner]\nclient_key = /dev/null\n", false, 7, true,
-     "[runner] client_cert and client_key must be set together"},
+     "[runner] client_key: \"/dev/null\": not a usable unencrypted "
+     "private key"},
+    {"ping_interval = 30s\nping_timeout = 3s\n", false, 7, true,
+     "[control_plane] ping_timeout (3s) must be longer than "
+     "ping_interval (30s)"},
+    {"ca_file = /tmp\n", false, 6, true,
+     "[control_plane] ca_file: \"/tmp\": not a usable certificate file"},
     /* tokens */
     {"token_file = /nonexistent/token\n", false, 6, true,
      "[control_plane] token and token_file are both set; use one"},
@@ -781,7 +808,7 @@ static void test_ping_timeout_default(void)
 	struct config_diags d;
 	struct config *c = config_load_string(BASE "ping_interval = 7s\n"
 						   "[runner]\n"
-						   "ping_interval = 1m\n"
+						   "ping_interval = 1s\n"
 						   "ping_timeout = 5s\n",
 					      "p", &d);
 
@@ -791,6 +818,24 @@ static void test_ping_timeout_default(void)
 		CHECK_INT(c->runner.ping_timeout_ms, 5000);
 	}
 	config_unref(c);
+	config_diags_free(&d);
+}
+
+static void test_tls_pair_must_be_complete(void)
+{
+	const char *crt = write_tmp("pair.pem", test_cert_pem);
+	char text[512];
+	struct config_diags d;
+	struct config *c;
+
+	snprintf(text, sizeof(text),
+		 "[agent]\ncluster_name = c\n[control_plane]\n"
+		 "endpoint = wss://cp\ntoken = t\nclient_cert = %s\n",
+		 crt);
+	c = config_load_string(text, "t", &d);
+	CHECK(c == NULL);
+	CHECK(find_diag(&d, "[control_plane] client_cert and client_key "
+			    "must be set together") != NULL);
 	config_diags_free(&d);
 }
 
@@ -1241,6 +1286,7 @@ static const struct check_case check_cases[] = {
     CHECK_CASE(test_ping_timeout_default),
     CHECK_CASE(test_token_file),
     CHECK_CASE(test_token_file_permissions_warned),
+    CHECK_CASE(test_tls_pair_must_be_complete),
     CHECK_CASE(test_in_cluster),
     CHECK_CASE(test_load_file),
     CHECK_CASE(test_load_file_nul),
