@@ -50,14 +50,18 @@ enum endpoint_state {
 };
 
 /* Events a reader hands to the supervisor through ep.to_super. */
-enum sup_event_kind { SUP_EV_UP, SUP_EV_DOWN, SUP_EV_MESSAGE };
+/* UP: link open; DOWN: an open link ended; FAIL: connecting failed (sent
+ * once per streak of identical failures); MESSAGE: a CP control message. */
+enum sup_event_kind { SUP_EV_UP, SUP_EV_DOWN, SUP_EV_FAIL, SUP_EV_MESSAGE };
 
 struct sup_event {
 	enum sup_event_kind kind;
 	enum endpoint_id ep;
 	uint64_t link_gen;
 	struct request *req;  /* SUP_EV_MESSAGE: owned */
-	char error[200];      /* SUP_EV_DOWN: why */
+	char error[256];      /* SUP_EV_DOWN / FAIL: why */
+	char runner_id[128];  /* the runner of that link ("" for the CP) */
+	int attempts;         /* failed connects in a row */
 };
 
 /* Where and how an endpoint connects; replaced as a whole by the
@@ -97,6 +101,7 @@ struct endpoint {
 	 * the writer uses it under conn_lock (calls never block). */
 	pthread_mutex_t conn_lock;
 	struct ws_conn *conn;
+	uint64_t conn_peer_gen;         /* target gen of conn; conn_lock */
 
 	int reader_wake;                /* eventfd: retarget, stop, space */
 	int connect_cancel;             /* eventfd: retarget, stop only */
@@ -150,6 +155,7 @@ struct agent {
 	int64_t start_mono_ms;
 	atomic_bool stopping;
 	atomic_bool workers_stop;
+	atomic_bool abandon;            /* stop timed out: execute nothing */
 	int64_t status_interval_ms;     /* set before workers start */
 
 	/* operation counters (workers) */

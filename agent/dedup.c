@@ -166,6 +166,16 @@ void dedup_complete(struct dedup *d, const char *id, const char *text,
 	pthread_mutex_unlock(&d->lock);
 }
 
+void dedup_clear(struct dedup *d)
+{
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; i < d->window; i++)
+		if (d->slots[i].id)
+			evict(d, &d->slots[i]);
+	d->next = 0;
+	pthread_mutex_unlock(&d->lock);
+}
+
 size_t dedup_size(struct dedup *d)
 {
 	size_t n;

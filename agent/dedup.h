@@ -37,6 +37,9 @@ enum dedup_verdict dedup_check(struct dedup *d, const char *id, char **reply,
 void dedup_complete(struct dedup *d, const char *id, const char *text,
 		    size_t len);
 
+/* Forget every id (a new peer whose ids mean other requests). */
+void dedup_clear(struct dedup *d);
+
 /* Number of ids remembered (for metrics and tests). */
 size_t dedup_size(struct dedup *d);
 

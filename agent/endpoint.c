@@ -57,6 +57,8 @@ struct reader_ctx {
 	struct endpoint *ep;
 	struct pending *head, *tail;
 	size_t n_pending;
+	uint64_t peer_gen;    /* target gen of the link being read */
+	char runner_id[128];  /* of that target (runner endpoint) */
 };
 
 const char *endpoint_state_name(int state)
@@ -153,8 +155,10 @@ static void reply_from_reader(struct reader_ctx *rc, json_t *reply)
 	struct outmsg *m = outmsg_from_json(reply, OUT_REPLY);
 
 	json_decref(reply);
-	if (m)
+	if (m) {
+		m->peer_gen = rc->peer_gen;
 		hand_over(rc, rc->ep->from_reader, m, false);
+	}
 }
 
 /* CP messages the supervisor handles rather than a worker. */
@@ -170,20 +174,20 @@ static void on_message(void *ud, const char *text, size_t len)
 	struct reader_ctx *rc = ud;
 	struct endpoint *ep = rc->ep;
 	struct request *req;
-	char err[256], id[128];
+	char err[256], *id = NULL;
 
 	atomic_fetch_add(&ep->msgs_in, 1);
-	if (msg_decode(text, len, ep->id, &req, err, sizeof(err), id,
-		       sizeof(id)) < 0) {
+	if (msg_decode(text, len, ep->id, &req, err, sizeof(err), &id) < 0) {
 		metrics_msg_in(ep->id, NULL);
-		LOG_WARN("bad message", "endpoint=%s request_id=%s error=\"%s\"",
-			 ep->name, id[0] ? id : "-", err);
-		reply_from_reader(rc, msg_reply_error(id[0] ? id : NULL, err,
-						      0, NULL, NULL));
+		LOG_WARN("bad message", "endpoint=%s request_id=%.200s error=\"%s\"",
+			 ep->name, id ? id : "-", err);
+		reply_from_reader(rc, msg_reply_error(id, err, 0, NULL, NULL));
+		free(id);
 		return;
 	}
 	metrics_msg_in(ep->id, req->type);
 	req->link_gen = atomic_load(&ep->link_gen);
+	req->peer_gen = rc->peer_gen;
 	LOG_DEBUG("received", "endpoint=%s type=%s id=%s", ep->name,
 		  req->type, req->id);
 	if (ep->id == EP_CP && is_control_type(req->type)) {
@@ -228,6 +232,7 @@ static void on_message(void *ud, const char *text, size_t len)
 			m->text = stored;
 			m->len = stored_len;
 			m->flags = OUT_REPLY;
+			m->peer_gen = rc->peer_gen;
 			snprintf(m->type, sizeof(m->type), "response");
 			LOG_INFO("duplicate request, reply sent again",
 				 "endpoint=%s request_id=%s", ep->name,
@@ -255,6 +260,8 @@ static void notify_super(struct reader_ctx *rc, enum sup_event_kind kind,
 	ev->kind = kind;
 	ev->ep = rc->ep->id;
 	ev->link_gen = atomic_load(&rc->ep->link_gen);
+	snprintf(ev->runner_id, sizeof(ev->runner_id), "%s", rc->runner_id);
+	ev->attempts = atomic_load(&rc->ep->attempts);
 	if (error)
 		snprintf(ev->error, sizeof(ev->error), "%s", error);
 	hand_over(rc, rc->ep->to_super, ev, false);
@@ -463,6 +470,12 @@ static const char *run_link(struct reader_ctx *rc, struct ws_conn *conn,
 	}
 }
 
+/* Same runner (or both the CP): ids seen from it stay meaningful. */
+static bool same_peer(const char *a, const char *b)
+{
+	return !strcmp(a ? a : "", b ? b : "");
+}
+
 static void *reader_main(void *arg)
 {
 	struct endpoint *ep = arg;
@@ -498,7 +511,14 @@ static void *reader_main(void *arg)
 		if (gen != bo_gen) {
 			backoff_init(&bo, t->cfg.reconnect_initial_ms,
 				     t->cfg.reconnect_max_ms);
+			/* A different peer: its request ids are its own. */
+			if (bo_gen && !same_peer(rc.runner_id, t->runner_id))
+				dedup_clear(ep->dedup);
 			bo_gen = gen;
+			rc.peer_gen = gen;
+			snprintf(rc.runner_id, sizeof(rc.runner_id), "%s",
+				 t->runner_id ? t->runner_id : "");
+			last_logged[0] = '\0';
 		}
 		set_state(ep, EPS_CONNECTING);
 		memset(&opt, 0, sizeof(opt));
@@ -543,6 +563,8 @@ static void *reader_main(void *arg)
 					 (long long)delay);
 				snprintf(last_logged, sizeof(last_logged),
 					 "%s", cerr.text);
+				notify_super(&rc, SUP_EV_FAIL, cerr.text);
+				wakefd_signal(ep->agent->super_wake);
 			}
 			set_state(ep, EPS_BACKOFF);
 			reader_wait(ep, delay, gen);
@@ -552,6 +574,7 @@ static void *reader_main(void *arg)
 		last_logged[0] = '\0';
 		pthread_mutex_lock(&ep->conn_lock);
 		ep->conn = conn;
+		ep->conn_peer_gen = gen;
 		pthread_mutex_unlock(&ep->conn_lock);
 		atomic_fetch_add(&ep->link_gen, 1);
 		metrics_connected(ep->id);
@@ -699,6 +722,7 @@ static void *writer_main(void *arg)
 	bool flush_pending = false, was_open = false;
 	struct ws_conn *last = NULL;
 	int64_t stop_deadline = 0;
+	struct log_limit stale = { 0 };
 
 	log_set_thread_name(ep->id == EP_CP ? "cp-writer" : "runner-writer");
 	for (;;) {
@@ -727,6 +751,21 @@ static void *writer_main(void *arg)
 			while (open && rc == 0 && ob.head) {
 				struct outmsg *m = ob.head;
 
+				/* A reply owed to a previous peer (the runner
+				 * was replaced) never goes to this one. */
+				if (m->peer_gen &&
+				    m->peer_gen != ep->conn_peer_gen) {
+					unsigned held;
+
+					if (log_limit_pass(&stale, "stale",
+							   10000, &held))
+						LOG_WARN("replies for a previous "
+							 "peer dropped",
+							 "endpoint=%s count=%u",
+							 ep->name, held + 1);
+					outmsg_free(outbox_pop(&ob));
+					continue;
+				}
 				if (ws_conn_send_text(c, m->text, m->len) < 0)
 					break;
 				LOG_DEBUG("sent", "endpoint=%s type=%s bytes=%zu",
@@ -842,6 +881,9 @@ void endpoint_set_target(struct endpoint *ep, struct endpoint_target *t)
 	ep->target = t;
 	atomic_fetch_add(&ep->target_gen, 1);
 	pthread_mutex_unlock(&ep->target_lock);
+	/* Attempts and the last error describe the current target only. */
+	atomic_store(&ep->attempts, 0);
+	set_error(ep, "");
 	target_put(old);
 	/* connect_cancel first: a reader woken by reader_wake then drains
 	 * it before its next attempt, instead of cancelling that one. */

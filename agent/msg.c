@@ -82,16 +82,14 @@ static json_t *decode_data(json_t *data, char *err, size_t errlen)
 }
 
 int msg_decode(const char *text, size_t len, enum endpoint_id origin,
-	       struct request **out, char *err, size_t errlen, char *id_out,
-	       size_t idlen)
+	       struct request **out, char *err, size_t errlen, char **id_out)
 {
 	json_error_t jerr;
 	json_t *root, *id, *type, *data;
 	struct request *r;
 
 	*out = NULL;
-	if (idlen)
-		id_out[0] = '\0';
+	*id_out = NULL;
 	root = json_loadb(text, len, 0, &jerr);
 	if (!root) {
 		snprintf(err, errlen, "malformed message: invalid JSON: %s",
@@ -104,8 +102,6 @@ int msg_decode(const char *text, size_t len, enum endpoint_id origin,
 		goto out_free_root;
 	}
 	id = json_object_get(root, "id");
-	if (json_is_string(id) && json_string_length(id) > 0)
-		snprintf(id_out, idlen, "%s", json_string_value(id));
 	if (!json_is_string(id) || json_string_length(id) == 0) {
 		snprintf(err, errlen, "malformed message: missing \"id\"");
 		goto out_free_root;
@@ -113,11 +109,11 @@ int msg_decode(const char *text, size_t len, enum endpoint_id origin,
 	type = json_object_get(root, "type");
 	if (!json_is_string(type) || json_string_length(type) == 0) {
 		snprintf(err, errlen, "malformed message: missing \"type\"");
-		goto out_free_root;
+		goto out_answerable;
 	}
 	data = decode_data(json_object_get(root, "data"), err, errlen);
 	if (!data)
-		goto out_free_root;
+		goto out_answerable;
 	r = xcalloc(1, sizeof(*r));
 	r->root = root;
 	r->id = json_string_value(id);
@@ -128,6 +124,8 @@ int msg_decode(const char *text, size_t len, enum endpoint_id origin,
 	*out = r;
 	return 0;
 
+out_answerable:
+	*id_out = xstrndup(json_string_value(id), json_string_length(id));
 out_free_root:
 	json_decref(root);
 	return -EINVAL;

@@ -25,6 +25,7 @@ struct request {
 	json_t *data;         /* owned reference: decoded data object */
 	enum endpoint_id origin;
 	uint64_t link_gen;    /* connection generation it arrived on */
+	uint64_t peer_gen;    /* endpoint target (peer) it arrived from */
 	int64_t received_ms;  /* monotonic */
 };
 
@@ -39,18 +40,18 @@ struct outmsg {
 	char *text;           /* owned, NUL-terminated JSON */
 	size_t len;
 	unsigned flags;
+	uint64_t peer_gen;    /* only for this peer (target gen); 0: any */
 	char type[24];        /* for logs and metrics */
 };
 
 /*
  * Decode one received text message. On success returns 0 and a new
  * request in @out. On failure returns -EINVAL, fills @err with the reason
- * and, when the message had a usable string "id", copies it to @id_out
- * (else @id_out is ""), so the caller can answer it.
+ * and, when the message had a usable string "id", sets *@id_out to a new
+ * copy of it (else NULL; the caller frees it), so it can be answered.
  */
 int msg_decode(const char *text, size_t len, enum endpoint_id origin,
-	       struct request **out, char *err, size_t errlen, char *id_out,
-	       size_t idlen);
+	       struct request **out, char *err, size_t errlen, char **id_out);
 
 void request_free(struct request *r);   /* accepts NULL */
 

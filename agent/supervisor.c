@@ -237,23 +237,22 @@ static void send_heartbeat(struct supervisor *s)
 		OUT_DROP_WHEN_DOWN);
 }
 
-static void send_runner_status(struct supervisor *s, bool connected,
-			       const char *error)
+/* runner_status for one link event, naming the runner of that link (not
+ * whichever runner is assigned by the time the event is handled). */
+static void send_runner_status(struct supervisor *s,
+			       const struct sup_event *ev)
 {
 	struct endpoint *rn = &s->a->ep[EP_RUNNER];
 	json_t *d = json_object();
 
-	pthread_mutex_lock(&rn->target_lock);
-	json_object_set_new(d, "runner_id",
-			    rn->target && rn->target->runner_id
-				    ? json_string(rn->target->runner_id)
-				    : json_null());
-	pthread_mutex_unlock(&rn->target_lock);
-	json_object_set_new(d, "connected", json_boolean(connected));
-	if (error && *error)
-		json_object_set_new(d, "error", json_string(error));
-	json_object_set_new(d, "attempts",
-			    json_integer(atomic_load(&rn->attempts)));
+	json_object_set_new(d, "runner_id", ev->runner_id[0]
+						    ? json_string(ev->runner_id)
+						    : json_null());
+	json_object_set_new(d, "connected",
+			    json_boolean(ev->kind == SUP_EV_UP));
+	if (ev->kind != SUP_EV_UP && ev->error[0])
+		json_object_set_new(d, "error", json_string(ev->error));
+	json_object_set_new(d, "attempts", json_integer(ev->attempts));
 	json_object_set_new(d, "since",
 			    time_json(atomic_load(&rn->since_wall_ns)));
 	/* Kept in the outbox while the CP is down: sent when it is back. */
@@ -391,10 +390,12 @@ static void on_event(struct supervisor *s, struct sup_event *ev)
 				       a->config->control_plane
 					       .heartbeat_interval_ms;
 	} else if (ev->ep == EP_CP) {
-		a->registered = false;
-		s->register_sent_ms = 0;
+		if (ev->kind == SUP_EV_DOWN) {
+			a->registered = false;
+			s->register_sent_ms = 0;
+		}
 	} else {
-		send_runner_status(s, ev->kind == SUP_EV_UP, ev->error);
+		send_runner_status(s, ev);
 	}
 	request_free(ev->req);
 	free(ev);
@@ -438,7 +439,8 @@ static void timers(struct supervisor *s, int64_t now)
 			 (long long)cp->register_timeout_ms);
 		send_register(s);
 	}
-	if (now >= s->next_heartbeat_ms) {
+	/* Heartbeats follow registration (the seed's order). */
+	if (a->registered && now >= s->next_heartbeat_ms) {
 		send_heartbeat(s);
 		s->next_heartbeat_ms = now + cp->heartbeat_interval_ms;
 	}
@@ -463,9 +465,12 @@ static void graceful_stop(struct supervisor *s)
 		if (!idle)
 			usleep(10000);
 	}
-	if (!idle)
-		LOG_WARN("shutdown timeout with operations in flight",
+	if (!idle) {
+		LOG_WARN("shutdown timeout: requests not started yet are "
+			 "answered without being executed",
 			 "in_flight=%d", atomic_load(&a->in_flight));
+		atomic_store(&a->abandon, true);
+	}
 	/* Streams end with a done message the writers still send. */
 	streamer_stop(a);
 	workers_stop(a);

@@ -157,7 +157,17 @@ static void execute(struct worker *w, struct request *req)
 
 	atomic_fetch_add(&a->in_flight, 1);
 	memset(&err, 0, sizeof(err));
-	data = op->fn(w->k8s, req->data, &err);
+	if (atomic_load(&a->abandon)) {
+		/* shutdown_timeout ran out: answer without touching the
+		 * cluster, so the peer knows to send it again later. */
+		data = NULL;
+		snprintf(err.reason, sizeof(err.reason), "ShuttingDown");
+		snprintf(err.message, sizeof(err.message),
+			 "agent is stopping: %s not executed, send it again",
+			 req->type);
+	} else {
+		data = op->fn(w->k8s, req->data, &err);
+	}
 	if (op->reply == REPLY_PROXY_RESPONSE) {
 		reply = proxy_reply(req, data, &err, &failed);
 		metrics_op_done(req->type, !failed, clock_mono_ms() - t0);
@@ -203,6 +213,7 @@ out_deliver:
 	m = outmsg_from_json(reply, OUT_REPLY);
 	json_decref(reply);
 	if (m) {
+		m->peer_gen = req->peer_gen;
 		dedup_complete(a->ep[req->origin].dedup, req->id, m->text,
 			       m->len);
 		deliver(w, req->origin, m);

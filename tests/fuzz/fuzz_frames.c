@@ -100,14 +100,14 @@ static const struct ws_transport_ops fz_ops = {
 static void on_msg(void *ud, const char *data, size_t len)
 {
 	struct request *req = NULL;
-	char err[256], id[128];
+	char err[256], *id = NULL;
 
 	(void)ud;
 	if (data[len] != '\0')
 		abort(); /* ws.h promises NUL termination */
-	if (msg_decode(data, len, EP_RUNNER, &req, err, sizeof(err), id,
-		       sizeof(id)) == 0)
+	if (msg_decode(data, len, EP_RUNNER, &req, err, sizeof(err), &id) == 0)
 		request_free(req);
+	free(id);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);

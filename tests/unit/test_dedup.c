@@ -93,7 +93,24 @@ static void test_many_ids_collide_safely(void)
 	dedup_free(d);
 }
 
+static void test_clear_forgets_everything(void)
+{
+	struct dedup *d = dedup_new(4, 1 << 20);
+	char *reply = NULL;
+	size_t len;
+
+	CHECK_INT(dedup_check(d, "a", &reply, &len), DEDUP_NEW);
+	dedup_complete(d, "a", "x", 1);
+	CHECK_INT(dedup_check(d, "b", &reply, &len), DEDUP_NEW);
+	dedup_clear(d);
+	CHECK_INT(dedup_size(d), 0);
+	CHECK_INT(dedup_check(d, "a", &reply, &len), DEDUP_NEW);
+	CHECK_INT(dedup_check(d, "b", &reply, &len), DEDUP_NEW);
+	dedup_free(d);
+}
+
 static const struct check_case check_cases[] = {
+	CHECK_CASE(test_clear_forgets_everything),
 	CHECK_CASE(test_new_running_done),
 	CHECK_CASE(test_window_evicts_oldest),
 	CHECK_CASE(test_byte_budget_forgets_old_replies),

@@ -41,12 +41,15 @@ static void test_decode_table(void)
 	     i++) {
 		const struct decode_case *c = &decode_cases[i];
 		struct request *r = NULL;
-		char err[256] = "", id[64];
+		char err[256] = "", *id = NULL;
 		int rc = msg_decode(c->text, strlen(c->text), EP_RUNNER, &r,
-				    err, sizeof(err), id, sizeof(id));
+				    err, sizeof(err), &id);
 
 		CHECK_INT(rc, c->rc);
-		CHECK_STR(id, c->id);
+		/* the id: in the request, or handed back to answer a failure */
+		CHECK_STR(rc == 0 ? (r ? r->id : "") : (id ? id : ""), c->id);
+		CHECK(rc != 0 || id == NULL);
+		free(id);
 		if (c->err_has && !strstr(err, c->err_has)) {
 			fprintf(stderr, "  case %zu: error \"%s\"\n", i, err);
 			CHECK(0);
@@ -64,12 +67,27 @@ static void test_decode_table(void)
 	}
 }
 
+static void test_long_id_echoed_whole(void)
+{
+	char text[2300], id_in[2001], err[128], *id = NULL;
+	struct request *r;
+
+	memset(id_in, 'J', 2000);
+	id_in[2000] = '\0';
+	snprintf(text, sizeof(text), "{\"id\":\"%s\",\"data\":{}}", id_in);
+	CHECK_INT(msg_decode(text, strlen(text), EP_CP, &r, err, sizeof(err),
+			     &id),
+		  -EINVAL);
+	CHECK_STR(id, id_in);
+	free(id);
+}
+
 static void test_decode_base64_data(void)
 {
 	const char *inner = "{\"name\":\"web\",\"replicas\":3}";
 	unsigned char b64[128];
 	size_t n;
-	char text[256], err[128], id[32];
+	char text[256], err[128], *id = NULL;
 	struct request *r;
 
 	mbedtls_base64_encode(b64, sizeof(b64), &n,
@@ -77,8 +95,9 @@ static void test_decode_base64_data(void)
 	snprintf(text, sizeof(text),
 		 "{\"id\":\"h\",\"type\":\"scale\",\"data\":\"%s\"}", b64);
 	CHECK_INT(msg_decode(text, strlen(text), EP_CP, &r, err, sizeof(err),
-			     id, sizeof(id)),
+			     &id),
 		  0);
+	CHECK(id == NULL);
 	CHECK_INT(json_integer_value(json_object_get(r->data, "replicas")), 3);
 	request_free(r);
 }
@@ -164,6 +183,7 @@ static void test_backoff(void)
 static const struct check_case check_cases[] = {
 	CHECK_CASE(test_decode_table),
 	CHECK_CASE(test_decode_base64_data),
+	CHECK_CASE(test_long_id_echoed_whole),
 	CHECK_CASE(test_reply_shapes),
 	CHECK_CASE(test_outmsg),
 	CHECK_CASE(test_backoff),
