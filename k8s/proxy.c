@@ -100,6 +100,34 @@ static bool deny_matches(const char *prefix, const char *path)
 	return prefix[n - 1] == '/' || path[n] == '\0' || path[n] == '/';
 }
 
+/*
+ * The legacy watch form of @path without its "watch" segment
+ * (/api/v1/watch/x -> /api/v1/x, /apis/g/v/watch/x -> /apis/g/v/x), in
+ * @out (size > strlen(path)); false when @path has no such segment. A
+ * real API server still serves these paths, so proxy_deny must see
+ * through them.
+ */
+static bool unwatched(const char *path, char *out)
+{
+	int skip = !strncmp(path, "/api/", 5)	 ? 2
+		   : !strncmp(path, "/apis/", 6) ? 3
+						 : 0;
+	const char *p = path;
+
+	if (!skip)
+		return false;
+	for (int i = 0; i < skip; i++) { /* past /api/v1 or /apis/g/v */
+		p = strchr(p + 1, '/');
+		if (!p)
+			return false;
+	}
+	if (strncmp(p, "/watch/", 7) && strcmp(p, "/watch"))
+		return false;
+	memcpy(out, path, (size_t)(p - path));
+	snprintf(out + (p - path), strlen(p) + 1, "%s", p + 6);
+	return true;
+}
+
 /* The policy above; @decoded (size > strlen(path)) gets the decoded path. */
 static int path_check(struct k8s_shared *sh, const char *path, char *decoded,
 		      struct k8s_error *err)
@@ -161,11 +189,21 @@ static int path_check(struct k8s_shared *sh, const char *path, char *decoded,
 		return refuse(err, path,
 			      "only /api/..., /apis/..., /version, /healthz, "
 			      "/readyz and /livez may be reached");
-	for (size_t i = 0; i < sh->n_proxy_deny; i++)
-		if (deny_matches(sh->proxy_deny[i], decoded))
-			return refuse(err, path,
-				      "denied by [kubernetes] proxy_deny");
-	return 0;
+	{
+		char *plain = xmalloc(n + 1);
+		bool has_plain = unwatched(decoded, plain);
+		int ret = 0;
+
+		for (size_t i = 0; i < sh->n_proxy_deny && !ret; i++)
+			if (deny_matches(sh->proxy_deny[i], decoded) ||
+			    (has_plain &&
+			     deny_matches(sh->proxy_deny[i], plain)))
+				ret = refuse(err, path,
+					     "denied by [kubernetes] "
+					     "proxy_deny");
+		free(plain);
+		return ret;
+	}
 }
 
 static int bad_request(struct k8s_error *err, const char *what)

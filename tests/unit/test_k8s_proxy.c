@@ -16,13 +16,14 @@
 static struct k8s_shared *shared(void)
 {
 	static const char *const deny[] = {"/api/v1/secrets",
-					   "/api/v1/namespaces/kube-system"};
+					   "/api/v1/namespaces/kube-system",
+					   "/apis/apps/v1/namespaces/prod"};
 	struct k8s_settings s = {
 	    .api_server = "http://127.0.0.1:1",
 	    .token = "t",
 	    .default_namespace = "default",
 	    .proxy_deny = deny,
-	    .n_proxy_deny = 2,
+	    .n_proxy_deny = 3,
 	};
 	struct k8s_error err;
 
@@ -89,6 +90,14 @@ static void test_path_policy(void)
 	    {"/api/v1/secretsx", 0},
 	    {"/api/v1/namespaces/kube-system/pods", 403},
 	    {"/api/v1/namespaces/kube-systemx/pods", 0},
+	    /* the legacy watch form reaches the same objects */
+	    {"/api/v1/watch/secrets", 403},
+	    {"/api/v1/watch/namespaces/kube-system/pods", 403},
+	    {"/api/v1/watch/namespaces/default/pods", 0},
+	    {"/apis/apps/v1/watch/namespaces/kube-system/deployments", 0},
+	    {"/apis/apps/v1/namespaces/prod/deployments", 403},
+	    {"/apis/apps/v1/watch/namespaces/prod/deployments", 403},
+	    {"/apis/apps/v1/watch", 0},
 	    {"", 400},
 	};
 	struct k8s_shared *sh = shared();
