@@ -44,6 +44,8 @@
 #define RING_SIZE 1024
 /* Stored replies kept for redelivered requests, per endpoint. */
 #define DEDUP_MAX_BYTES (32u << 20)
+/* Unsent bytes on a link above which its reader stops reading. */
+#define TX_QUEUE_LIMIT (1u << 20)
 #define USER_AGENT "pipeops-agent/" PIPEOPS_VERSION
 
 struct pending {
@@ -384,13 +386,19 @@ static const char *run_link(struct reader_ctx *rc, struct ws_conn *conn,
 	int64_t now = clock_mono_ms();
 	int64_t next_ping = now + atomic_load(&ep->ping_interval_ms);
 	int64_t paused_ms = 0;  /* last time reading was held back */
+	size_t last_queued = 0; /* unsent bytes at the previous turn */
 
 	for (;;) {
 		struct pollfd p[2];
 		int64_t deadline, timeout, heard;
 		int64_t interval = atomic_load(&ep->ping_interval_ms);
 		int64_t dead_after = atomic_load(&ep->ping_timeout_ms);
-		bool ob_full = outbox_full(ep, t);
+		/* The peer is not taking what we send (pongs to its pings
+		 * included): read no more from it. */
+		size_t queued = ws_conn_queued_bytes(conn);
+		bool tx_full = queued > TX_QUEUE_LIMIT;
+		bool tx_moving = queued < last_queued;
+		bool ob_full = outbox_full(ep, t) || tx_full;
 		bool want_read = !rc->head &&
 				 !atomic_load(&ep->stop_reading) && !ob_full;
 		int rc_read = 0;
@@ -401,15 +409,23 @@ static const char *run_link(struct reader_ctx *rc, struct ws_conn *conn,
 		 * time is not silence, and must not kill a link we throttle.
 		 * A full outbox is different (the peer is not taking our
 		 * replies, or the link is gone): the deadline applies. */
-		if (!want_read && !ob_full)
-			paused_ms = now;
+		if ((!want_read && !ob_full) || (tx_full && tx_moving))
+			paused_ms = now;  /* a slow peer still taking data */
+		last_queued = queued;
 		heard = ws_conn_last_rx_ms(conn);
 		if (heard < paused_ms)
 			heard = paused_ms;
 		deadline = heard + dead_after;
 		if (now >= deadline) {
-			snprintf(why, whylen, "no frame received for %lldms",
-				 (long long)dead_after);
+			if (tx_full)
+				snprintf(why, whylen,
+					 "peer stopped reading: over %u bytes "
+					 "unsent for %lldms",
+					 TX_QUEUE_LIMIT, (long long)dead_after);
+			else
+				snprintf(why, whylen,
+					 "no frame received for %lldms",
+					 (long long)dead_after);
 			return why;
 		}
 		if (next_ping > now + interval)

@@ -545,11 +545,13 @@ static void *dns_thread(void *arg)
 }
 
 /*
- * Resolve @host:@port before @deadline. 0 with *@res (freeaddrinfo), a
- * positive EAI_* code, or -ETIMEDOUT / -ECANCELED / -errno.
+ * Resolve @host:@port before @deadline. 0 with *@res (freeaddrinfo);
+ * -EHOSTUNREACH with the getaddrinfo() code in *@gai (glibc's EAI_* codes
+ * are negative and would collide with errno values); or -ETIMEDOUT /
+ * -ECANCELED / -errno.
  */
 static int resolve(const char *host, uint16_t port, int cancel_fd,
-		   int64_t deadline, struct addrinfo **res)
+		   int64_t deadline, struct addrinfo **res, int *gai)
 {
 	struct addrinfo hints;
 	pthread_attr_t attr;
@@ -565,9 +567,11 @@ static int resolve(const char *host, uint16_t port, int cancel_fd,
 	hints.ai_flags = AI_NUMERICSERV;
 	strfmt(portstr, sizeof(portstr), "%u", (unsigned)port);
 	*res = NULL;
+	*gai = 0;
 	if (is_ip_literal(host)) {
 		hints.ai_flags |= AI_NUMERICHOST;
-		return getaddrinfo(host, portstr, &hints, res);
+		*gai = getaddrinfo(host, portstr, &hints, res);
+		return *gai ? -EHOSTUNREACH : 0;
 	}
 	r = xcalloc(1, sizeof(*r) + hl + 1);
 	memcpy(r->host, host, hl + 1);
@@ -576,7 +580,8 @@ static int resolve(const char *host, uint16_t port, int cancel_fd,
 	r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (r->efd < 0) {
 		free(r);
-		return getaddrinfo(host, portstr, &hints, res);
+		*gai = getaddrinfo(host, portstr, &hints, res);
+		return *gai ? -EHOSTUNREACH : 0;
 	}
 	atomic_init(&r->refs, 2);
 	pthread_attr_init(&attr);
@@ -586,7 +591,8 @@ static int resolve(const char *host, uint16_t port, int cancel_fd,
 	if (ret != 0) {
 		atomic_store(&r->refs, 1); /* no thread: look up here */
 		dns_req_put(r);
-		return getaddrinfo(host, portstr, &hints, res);
+		*gai = getaddrinfo(host, portstr, &hints, res);
+		return *gai ? -EHOSTUNREACH : 0;
 	}
 	ret = wait_io(r->efd, POLLIN, cancel_fd, deadline);
 	if (ret == 0 && !atomic_load_explicit(&r->done, memory_order_acquire))
@@ -595,13 +601,13 @@ static int resolve(const char *host, uint16_t port, int cancel_fd,
 		dns_req_put(r);  /* the thread frees it when it is done */
 		return ret;
 	}
-	ret = r->error;
-	if (ret == 0) {
+	*gai = r->error;
+	if (*gai == 0) {
 		*res = r->result;
 		r->result = NULL;
 	}
 	dns_req_put(r);
-	return ret;
+	return *gai ? -EHOSTUNREACH : 0;
 }
 
 /*
@@ -615,21 +621,21 @@ static int tcp_connect(const char *host, uint16_t port, int cancel_fd,
 {
 	struct addrinfo *res = NULL, *ai;
 	char eb[64];
-	int fd = -1, ret, n_addr = 0, last = -ECONNREFUSED, one = 1;
+	int fd = -1, ret, gai, n_addr = 0, last = -ECONNREFUSED, one = 1;
 
-	ret = resolve(host, port, cancel_fd, deadline, &res);
+	ret = resolve(host, port, cancel_fd, deadline, &res, &gai);
 	if (ret == -ECANCELED || ret == -ETIMEDOUT) {
 		wait_err(err, ret, "DNS lookup", timeout_ms);
 		return ret;
 	}
+	if (ret == -EHOSTUNREACH) {
+		set_err(err, -EHOSTUNREACH, "resolve %.100s: %s", host,
+			gai_strerror(gai));
+		return -EHOSTUNREACH;
+	}
 	if (ret < 0) {
 		set_err(err, -EHOSTUNREACH, "resolve %.100s: %s", host,
 			errstr(ret, eb, sizeof(eb)));
-		return -EHOSTUNREACH;
-	}
-	if (ret != 0) {
-		set_err(err, -EHOSTUNREACH, "resolve %.100s: %s", host,
-			gai_strerror(ret));
 		return -EHOSTUNREACH;
 	}
 	for (ai = res; ai; ai = ai->ai_next)
@@ -1600,6 +1606,19 @@ bool ws_conn_want_write(struct ws_conn *c)
 	w = wslay_event_want_write(c->ev) || c->tr->ops->pending(c->tr);
 	pthread_mutex_unlock(&c->io_lock);
 	return w;
+}
+
+size_t ws_conn_queued_bytes(struct ws_conn *c)
+{
+	size_t n;
+
+	pthread_mutex_lock(&c->io_lock);
+	/* Messages wslay holds (pongs and closes included) plus the
+	 * transport's unsent bytes (a TLS record) count as one. */
+	n = wslay_event_get_queued_msg_length(c->ev) +
+	    (c->tr->ops->pending(c->tr) ? 1 : 0);
+	pthread_mutex_unlock(&c->io_lock);
+	return n;
 }
 
 /* Under io_lock: queue one message of @opcode (copied). */

@@ -85,6 +85,14 @@ int ws_conn_on_readable(struct ws_conn *c, ws_message_cb cb, void *ud);
 bool ws_conn_want_write(struct ws_conn *c);
 
 /*
+ * Bytes queued for sending and not yet written (messages, and the pongs
+ * and close frames wslay queues by itself). A reader stops reading while
+ * this is large, so a peer that floods pings but never reads our answers
+ * cannot make us buffer without bound.
+ */
+size_t ws_conn_queued_bytes(struct ws_conn *c);
+
+/*
  * Writer: queue one text message (copied) and try to send it. Returns 0, or
  * a negative errno when the connection is no longer writable.
  */
