@@ -627,6 +627,18 @@ static void *reader_main(void *arg)
 				 ep->name, reason);
 		notify_super(&rc, SUP_EV_DOWN, reason);
 		wakefd_signal(ep->agent->super_wake);
+		/* A peer that drops every agent at once (a restart) must not
+		 * get them all back in the same instant: wait a jittered
+		 * backoff delay first (it grows if the link keeps flapping).
+		 * A new target or a stop skips the wait. */
+		if (!atomic_load(&ep->stop) &&
+		    atomic_load(&ep->target_gen) == gen) {
+			uint32_t r32;
+
+			rand_bytes(&r32, sizeof(r32));
+			set_state(ep, EPS_BACKOFF);
+			reader_wait(ep, backoff_next(&bo, r32), gen);
+		}
 		target_put(t);
 	}
 	/* Requests still waiting are answered by nobody: drop them. */

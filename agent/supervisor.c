@@ -36,7 +36,13 @@ struct supervisor {
 	int64_t register_sent_ms;     /* 0: not waiting for an ack */
 	int64_t next_heartbeat_ms;
 	bool stop;
+	/* runner_status waiting for the CP to acknowledge register: a CP
+	 * may ignore messages from an agent it has not registered yet. */
+	struct outmsg *held_head, *held_tail;
+	size_t n_held;
 };
+
+#define MAX_HELD_STATUS 256
 
 /* Build a target for @url and @token with the endpoint settings @ec of
  * @cfg. Returns NULL and fills @err when TLS cannot be set up. */
@@ -231,6 +237,40 @@ static json_t *agent_status(struct agent *a)
 	return d;
 }
 
+/* get_status extension: queue depths per endpoint. New reference. */
+static json_t *queue_depths(struct agent *a)
+{
+	json_t *q = json_object();
+
+	for (int e = 0; e < EP_COUNT; e++) {
+		struct endpoint *ep = &a->ep[e];
+		json_t *o = json_object();
+		size_t to_workers = 0, replies = 0;
+
+		for (int i = 0; i < a->n_workers; i++) {
+			to_workers += ring_depth(ep->to_worker[i]);
+			replies += ring_depth(ep->from_worker[i]);
+		}
+		json_object_set_new(o, "reader_pending",
+				    json_integer((json_int_t)atomic_load(
+					    &ep->pending)));
+		json_object_set_new(o, "worker_queue",
+				    json_integer((json_int_t)to_workers));
+		json_object_set_new(o, "in_flight",
+				    json_integer(atomic_load(&ep->in_flight)));
+		json_object_set_new(o, "reply_queue",
+				    json_integer((json_int_t)replies));
+		json_object_set_new(o, "outbox_messages",
+				    json_integer((json_int_t)atomic_load(
+					    &ep->outbox_len)));
+		json_object_set_new(o, "outbox_bytes",
+				    json_integer((json_int_t)atomic_load(
+					    &ep->outbox_bytes)));
+		json_object_set_new(q, ep->name, o);
+	}
+	return q;
+}
+
 static void send_heartbeat(struct supervisor *s)
 {
 	send_cp(s, msg_envelope("heartbeat", NULL, agent_status(s->a)),
@@ -255,8 +295,49 @@ static void send_runner_status(struct supervisor *s,
 	json_object_set_new(d, "attempts", json_integer(ev->attempts));
 	json_object_set_new(d, "since",
 			    time_json(atomic_load(&rn->since_wall_ns)));
-	/* Kept in the outbox while the CP is down: sent when it is back. */
-	send_cp(s, msg_envelope("runner_status", NULL, d), OUT_REPLY);
+	/* Kept while the CP is down or not registered: sent after the
+	 * next register acknowledgement, in order. */
+	json_t *msg = msg_envelope("runner_status", NULL, d);
+	struct outmsg *m = outmsg_from_json(msg, OUT_REPLY);
+
+	json_decref(msg);
+	if (!m)
+		return;
+	if (s->a->registered && !s->held_head) {
+		endpoint_send_from_super(&s->a->ep[EP_CP], m);
+		return;
+	}
+	if (s->n_held == MAX_HELD_STATUS) {
+		struct outmsg *old = s->held_head;
+
+		s->held_head = old->next;
+		s->n_held--;
+		outmsg_free(old);
+		LOG_WARN("too many runner_status messages held, oldest "
+			 "dropped",
+			 "held=%d", MAX_HELD_STATUS);
+	}
+	m->next = NULL;
+	if (s->held_tail)
+		s->held_tail->next = m;
+	else
+		s->held_head = m;
+	s->held_tail = m;
+	s->n_held++;
+}
+
+/* After the register acknowledgement: what was held, in order. */
+static void release_held(struct supervisor *s)
+{
+	while (s->held_head) {
+		struct outmsg *m = s->held_head;
+
+		s->held_head = m->next;
+		m->next = NULL;
+		endpoint_send_from_super(&s->a->ep[EP_CP], m);
+	}
+	s->held_tail = NULL;
+	s->n_held = 0;
 }
 
 static void reply_cp(struct supervisor *s, json_t *reply)
@@ -368,13 +449,17 @@ static void on_cp_message(struct supervisor *s, struct request *req)
 			s->register_sent_ms = 0;
 			LOG_INFO("registered", "endpoint=control_plane");
 			send_heartbeat(s);
+			release_held(s);
 		}
 	} else if (!strcmp(req->type, "runner_assigned")) {
 		on_runner_assigned(s, req);
 	} else if (!strcmp(req->type, "runner_unassigned")) {
 		on_runner_unassigned(s, req);
 	} else if (!strcmp(req->type, "get_status")) {
-		reply_cp(s, msg_reply_ok(req->id, agent_status(s->a)));
+		json_t *st = agent_status(s->a);
+
+		json_object_set_new(st, "queues", queue_depths(s->a));
+		reply_cp(s, msg_reply_ok(req->id, st));
 	}
 }
 
@@ -535,6 +620,12 @@ int supervisor_run(struct agent *a, const char *config_path)
 		timers(&s, clock_mono_ms());
 	}
 	graceful_stop(&s);
+	while (s.held_head) {
+		struct outmsg *m = s.held_head;
+
+		s.held_head = m->next;
+		outmsg_free(m);
+	}
 	close(s.sigfd);
 	return 0;
 }
