@@ -42,7 +42,7 @@ struct dedup;
 struct streamer;
 
 enum endpoint_state {
-	EPS_IDLE = 0,       /* runner not assigned */
+	EPS_IDLE = 0, /* runner not assigned */
 	EPS_CONNECTING,
 	EPS_OPEN,
 	EPS_BACKOFF,
@@ -58,73 +58,73 @@ struct sup_event {
 	enum sup_event_kind kind;
 	enum endpoint_id ep;
 	uint64_t link_gen;
-	struct request *req;  /* SUP_EV_MESSAGE: owned */
-	char error[256];      /* SUP_EV_DOWN / FAIL: why */
-	char runner_id[128];  /* the runner of that link ("" for the CP) */
-	int attempts;         /* failed connects in a row */
+	struct request *req; /* SUP_EV_MESSAGE: owned */
+	char error[256];     /* SUP_EV_DOWN / FAIL: why */
+	char runner_id[128]; /* the runner of that link ("" for the CP) */
+	int attempts;	     /* failed connects in a row */
 };
 
 /* Where and how an endpoint connects; replaced as a whole by the
  * supervisor, read by the reader under ep->target_lock. */
 struct endpoint_target {
-	atomic_int refs;        /* reader and supervisor */
+	atomic_int refs; /* reader and supervisor */
 	char *url;
 	char *token;
-	char *runner_id;        /* runner only */
-	struct tls_ctx *tls;    /* NULL for ws:// */
+	char *runner_id;	    /* runner only */
+	struct tls_ctx *tls;	    /* NULL for ws:// */
 	struct config_endpoint cfg; /* timing and limits (strings borrowed
 				      from the config the target holds) */
-	struct config *config;  /* reference kept while the target lives */
+	struct config *config;	    /* reference kept while the target lives */
 };
 
 struct endpoint {
 	struct agent *agent;
 	enum endpoint_id id;
-	const char *name;               /* "control_plane" / "runner" */
+	const char *name; /* "control_plane" / "runner" */
 	const char *default_path;
 
 	pthread_mutex_t target_lock;
-	struct endpoint_target *target; /* guarded by target_lock */
+	struct endpoint_target *target;	 /* guarded by target_lock */
 	atomic_uint_fast64_t target_gen; /* bumped by supervisor on change */
 
 	/* Published by the reader for the supervisor and heartbeats. */
-	atomic_int state;               /* enum endpoint_state */
+	atomic_int state;		   /* enum endpoint_state */
 	atomic_int_fast64_t since_wall_ns; /* last state change (wall) */
-	atomic_int_fast64_t rtt_ms;     /* -1: none yet */
-	atomic_int attempts;            /* failed connects since last up */
-	atomic_uint_fast64_t link_gen;  /* increments on every connect */
+	atomic_int_fast64_t rtt_ms;	   /* -1: none yet */
+	atomic_int attempts;		   /* failed connects since last up */
+	atomic_uint_fast64_t link_gen;	   /* increments on every connect */
 	atomic_uint_fast64_t msgs_in, msgs_out;
 	pthread_mutex_t err_lock;
-	char last_error[200];           /* guarded by err_lock */
+	char last_error[200]; /* guarded by err_lock */
 
 	/* The live connection: changed by the reader only, under conn_lock;
 	 * the writer uses it under conn_lock (calls never block). */
 	pthread_mutex_t conn_lock;
 	struct ws_conn *conn;
-	uint64_t conn_peer_gen;         /* target gen of conn; conn_lock */
+	uint64_t conn_peer_gen; /* target gen of conn; conn_lock */
 
-	int reader_wake;                /* eventfd: retarget, stop, space */
-	int connect_cancel;             /* eventfd: retarget, stop only */
-	int writer_wake;                /* eventfd: rings, want_write */
-	struct ring **to_worker;        /* [n_workers] */
-	struct ring **from_worker;      /* [n_workers] */
+	int reader_wake;	   /* eventfd: retarget, stop, space */
+	int connect_cancel;	   /* eventfd: retarget, stop only */
+	int writer_wake;	   /* eventfd: rings, want_write */
+	struct ring **to_worker;   /* [n_workers] */
+	struct ring **from_worker; /* [n_workers] */
 	struct ring *from_super;
 	struct ring *from_reader;
 	struct ring *to_super;
-	struct ring *to_streamer;       /* reader -> streamer */
-	struct ring *from_streamer;     /* streamer -> writer */
+	struct ring *to_streamer;   /* reader -> streamer */
+	struct ring *from_streamer; /* streamer -> writer */
 
-	struct dedup *dedup;            /* request ids seen (thread-safe) */
+	struct dedup *dedup;		 /* request ids seen (thread-safe) */
 	atomic_uint_fast64_t duplicates; /* redelivered requests not re-run */
 
-	atomic_size_t pending;          /* reader's pending list length */
-	atomic_int in_flight;           /* handed to workers, not answered */
+	atomic_size_t pending; /* reader's pending list length */
+	atomic_int in_flight;  /* handed to workers, not answered */
 	/* Timing, updated at once on reload (ms). */
 	atomic_int_fast64_t ping_interval_ms, ping_timeout_ms;
 
-	atomic_bool stop_reading;       /* graceful stop: read no more */
-	atomic_bool stop;               /* threads exit */
-	atomic_size_t outbox_len;       /* writer's queue length */
+	atomic_bool stop_reading; /* graceful stop: read no more */
+	atomic_bool stop;	  /* threads exit */
+	atomic_size_t outbox_len; /* writer's queue length */
 	atomic_size_t outbox_bytes;
 
 	pthread_t reader, writer;
@@ -134,29 +134,29 @@ struct endpoint {
 struct worker {
 	struct agent *agent;
 	int index;
-	int wake;                       /* eventfd */
+	int wake; /* eventfd */
 	struct k8s_client *k8s;
 	pthread_t thread;
 	bool started;
 };
 
 struct agent {
-	struct config *config;          /* supervisor's; swapped on reload */
+	struct config *config; /* supervisor's; swapped on reload */
 	char agent_id[96];
 	char name[128];
 	int n_workers;
 	struct worker *workers;
 	struct endpoint ep[EP_COUNT];
 	struct k8s_shared *k8s;
-	int super_wake;                 /* eventfd: to_super rings */
-	int streamer_wake;              /* eventfd: to_streamer rings */
-	struct streamer *streamer;      /* main/supervisor thread only */
-	atomic_size_t open_streams;     /* written by the streamer */
+	int super_wake;		    /* eventfd: to_super rings */
+	int streamer_wake;	    /* eventfd: to_streamer rings */
+	struct streamer *streamer;  /* main/supervisor thread only */
+	atomic_size_t open_streams; /* written by the streamer */
 	int64_t start_mono_ms;
 	atomic_bool stopping;
 	atomic_bool workers_stop;
-	atomic_bool abandon;            /* stop timed out: execute nothing */
-	int64_t status_interval_ms;     /* set before workers start */
+	atomic_bool abandon;	    /* stop timed out: execute nothing */
+	int64_t status_interval_ms; /* set before workers start */
 
 	/* operation counters (workers) */
 	atomic_int in_flight;
@@ -164,9 +164,9 @@ struct agent {
 
 	/* cluster facts for register, refreshed by worker 0 */
 	pthread_mutex_t cluster_lock;
-	json_t *cluster_info;           /* guarded by cluster_lock */
-	atomic_bool registered;         /* written by the supervisor; read by
-					 * the health thread */
+	json_t *cluster_info;	/* guarded by cluster_lock */
+	atomic_bool registered; /* written by the supervisor; read by
+				 * the health thread */
 };
 
 /* endpoint.c */

@@ -14,16 +14,16 @@
 #include "common/util.h"
 
 struct entry {
-	char *id;             /* NULL: slot unused */
-	char *reply;          /* NULL while running (or when forgotten) */
+	char *id;    /* NULL: slot unused */
+	char *reply; /* NULL while running (or when forgotten) */
 	size_t reply_len;
 	bool done;
-	struct entry *chain;  /* next in the hash bucket */
+	struct entry *chain; /* next in the hash bucket */
 };
 
 struct dedup {
 	pthread_mutex_t lock;
-	struct entry *slots;  /* [window], circular, oldest at next */
+	struct entry *slots; /* [window], circular, oldest at next */
 	size_t window, next, used;
 	struct entry **buckets;
 	size_t n_buckets;

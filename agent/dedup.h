@@ -17,15 +17,15 @@
 struct dedup;
 
 enum dedup_verdict {
-	DEDUP_NEW,       /* recorded as running: execute it */
-	DEDUP_RUNNING,   /* being executed: do nothing */
-	DEDUP_DONE,      /* finished: send *reply again */
+	DEDUP_NEW,     /* recorded as running: execute it */
+	DEDUP_RUNNING, /* being executed: do nothing */
+	DEDUP_DONE,    /* finished: send *reply again */
 };
 
 /* @window ids are remembered; stored replies use at most @max_bytes
  * (older replies are forgotten first). Returns a new table. */
 struct dedup *dedup_new(size_t window, size_t max_bytes);
-void dedup_free(struct dedup *d);     /* accepts NULL */
+void dedup_free(struct dedup *d); /* accepts NULL */
 
 /* Look up @id. DEDUP_DONE sets *reply to a new copy of the stored reply
  * (the caller frees it) and *len to its length. */

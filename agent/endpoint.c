@@ -46,27 +46,27 @@
 #define DEDUP_MAX_BYTES (32u << 20)
 /* Unsent bytes on a link above which its reader stops reading. */
 #define TX_QUEUE_LIMIT (1u << 20)
-#define USER_AGENT "pipeops-agent/" PIPEOPS_VERSION
+#define USER_AGENT     "pipeops-agent/" PIPEOPS_VERSION
 
 struct pending {
 	struct pending *next;
 	struct ring *ring;
 	void *item;
-	bool is_request;      /* else an outmsg */
+	bool is_request; /* else an outmsg */
 };
 
 struct reader_ctx {
 	struct endpoint *ep;
 	struct pending *head, *tail;
 	size_t n_pending;
-	uint64_t peer_gen;    /* target gen of the link being read */
-	char runner_id[128];  /* of that target (runner endpoint) */
+	uint64_t peer_gen;   /* target gen of the link being read */
+	char runner_id[128]; /* of that target (runner endpoint) */
 };
 
 const char *endpoint_state_name(int state)
 {
-	static const char *const names[] = { "idle", "connecting", "open",
-					     "backoff", "stopped" };
+	static const char *const names[] = {"idle", "connecting", "open",
+					    "backoff", "stopped"};
 
 	return state >= 0 && state <= EPS_STOPPED ? names[state] : "?";
 }
@@ -181,8 +181,9 @@ static void on_message(void *ud, const char *text, size_t len)
 	atomic_fetch_add(&ep->msgs_in, 1);
 	if (msg_decode(text, len, ep->id, &req, err, sizeof(err), &id) < 0) {
 		metrics_msg_in(ep->id, NULL);
-		LOG_WARN("bad message", "endpoint=%s request_id=%.200s error=\"%s\"",
-			 ep->name, id ? id : "-", err);
+		LOG_WARN("bad message",
+			 "endpoint=%s request_id=%.200s error=\"%s\"", ep->name,
+			 id ? id : "-", err);
 		reply_from_reader(rc, msg_reply_error(id, err, 0, NULL, NULL));
 		free(id);
 		return;
@@ -190,8 +191,8 @@ static void on_message(void *ud, const char *text, size_t len)
 	metrics_msg_in(ep->id, req->type);
 	req->link_gen = atomic_load(&ep->link_gen);
 	req->peer_gen = rc->peer_gen;
-	LOG_DEBUG("received", "endpoint=%s type=%s id=%s", ep->name,
-		  req->type, req->id);
+	LOG_DEBUG("received", "endpoint=%s type=%s id=%s", ep->name, req->type,
+		  req->id);
 	if (ep->id == EP_CP && is_control_type(req->type)) {
 		struct sup_event *ev = xcalloc(1, sizeof(*ev));
 
@@ -203,7 +204,7 @@ static void on_message(void *ud, const char *text, size_t len)
 		return;
 	}
 	if (ep->id == EP_RUNNER && !strcmp(req->type, "response")) {
-		request_free(req);  /* acknowledgements need no answer */
+		request_free(req); /* acknowledgements need no answer */
 		return;
 	}
 	if (streamer_handles(req)) {
@@ -269,8 +270,7 @@ static void notify_super(struct reader_ctx *rc, enum sup_event_kind kind,
 	hand_over(rc, rc->ep->to_super, ev, false);
 }
 
-static struct endpoint_target *target_get(struct endpoint *ep,
-					  uint64_t *gen)
+static struct endpoint_target *target_get(struct endpoint *ep, uint64_t *gen)
 {
 	struct endpoint_target *t;
 
@@ -296,7 +296,7 @@ static void reader_wait(struct endpoint *ep, int64_t ms, uint64_t gen)
 
 	while (!atomic_load(&ep->stop) && atomic_load(&ep->target_gen) == gen) {
 		int64_t left = until - clock_mono_ms();
-		struct pollfd p = { .fd = ep->reader_wake, .events = POLLIN };
+		struct pollfd p = {.fd = ep->reader_wake, .events = POLLIN};
 
 		if (left <= 0)
 			return;
@@ -312,10 +312,10 @@ static void reader_wait(struct endpoint *ep, int64_t ms, uint64_t gen)
 /* The writer's outbox is at its limit: read no more requests. */
 static bool outbox_full(struct endpoint *ep, const struct endpoint_target *t)
 {
-	size_t max_n = t->cfg.outbox_max_messages ? t->cfg.outbox_max_messages
-						  : 10000;
-	size_t max_b = t->cfg.outbox_max_bytes ? t->cfg.outbox_max_bytes
-					       : 64u << 20;
+	size_t max_n =
+	    t->cfg.outbox_max_messages ? t->cfg.outbox_max_messages : 10000;
+	size_t max_b =
+	    t->cfg.outbox_max_bytes ? t->cfg.outbox_max_bytes : 64u << 20;
 
 	return atomic_load(&ep->outbox_len) >= max_n ||
 	       atomic_load(&ep->outbox_bytes) >= max_b;
@@ -358,7 +358,7 @@ static void drain_before_switch(struct reader_ctx *rc, struct ws_conn *conn,
 
 	while (clock_mono_ms() < until && !atomic_load(&ep->stop) &&
 	       (rc->head || !endpoint_idle(ep))) {
-		struct pollfd p = { .fd = ep->reader_wake, .events = POLLIN };
+		struct pollfd p = {.fd = ep->reader_wake, .events = POLLIN};
 
 		pending_flush(rc);
 		wakefd_signal(ep->writer_wake);
@@ -385,7 +385,7 @@ static const char *run_link(struct reader_ctx *rc, struct ws_conn *conn,
 	struct endpoint *ep = rc->ep;
 	int64_t now = clock_mono_ms();
 	int64_t next_ping = now + atomic_load(&ep->ping_interval_ms);
-	int64_t paused_ms = 0;  /* last time reading was held back */
+	int64_t paused_ms = 0;	/* last time reading was held back */
 	size_t last_queued = 0; /* unsent bytes at the previous turn */
 
 	for (;;) {
@@ -399,8 +399,8 @@ static const char *run_link(struct reader_ctx *rc, struct ws_conn *conn,
 		bool tx_full = queued > TX_QUEUE_LIMIT;
 		bool tx_moving = queued < last_queued;
 		bool ob_full = outbox_full(ep, t) || tx_full;
-		bool want_read = !rc->head &&
-				 !atomic_load(&ep->stop_reading) && !ob_full;
+		bool want_read =
+		    !rc->head && !atomic_load(&ep->stop_reading) && !ob_full;
 		int rc_read = 0;
 
 		now = clock_mono_ms();
@@ -410,7 +410,7 @@ static const char *run_link(struct reader_ctx *rc, struct ws_conn *conn,
 		 * A full outbox is different (the peer is not taking our
 		 * replies, or the link is gone): the deadline applies. */
 		if ((!want_read && !ob_full) || (tx_full && tx_moving))
-			paused_ms = now;  /* a slow peer still taking data */
+			paused_ms = now; /* a slow peer still taking data */
 		last_queued = queued;
 		heard = ws_conn_last_rx_ms(conn);
 		if (heard < paused_ms)
@@ -429,7 +429,7 @@ static const char *run_link(struct reader_ctx *rc, struct ws_conn *conn,
 			return why;
 		}
 		if (next_ping > now + interval)
-			next_ping = now + interval;  /* interval shortened */
+			next_ping = now + interval; /* interval shortened */
 		if (now >= next_ping) {
 			ws_conn_ping(conn);
 			wakefd_signal(ep->writer_wake);
@@ -437,7 +437,7 @@ static const char *run_link(struct reader_ctx *rc, struct ws_conn *conn,
 		}
 		timeout = (next_ping < deadline ? next_ping : deadline) - now;
 		if ((rc->head || !want_read) && timeout > 5)
-			timeout = 5;  /* re-check the full ring or outbox soon */
+			timeout = 5; /* re-check the full ring or outbox soon */
 		p[0].fd = ws_conn_fd(conn);
 		p[0].events = want_read ? POLLIN : 0;
 		p[1].fd = ep->reader_wake;
@@ -467,16 +467,17 @@ static const char *run_link(struct reader_ctx *rc, struct ws_conn *conn,
 		atomic_store(&ep->rtt_ms, ws_conn_rtt_ms(conn));
 		if (rc_read < 0) {
 			char reason[128];
-			uint16_t code = ws_conn_close_info(conn, reason,
-							   sizeof(reason));
+			uint16_t code =
+			    ws_conn_close_info(conn, reason, sizeof(reason));
 
 			if (code)
 				snprintf(why, whylen,
 					 "closed by peer: code %u %s", code,
 					 reason);
 			else if (rc_read == -EMSGSIZE)
-				snprintf(why, whylen,
-					 "message larger than max_message_bytes");
+				snprintf(
+				    why, whylen,
+				    "message larger than max_message_bytes");
 			else if (rc_read == -EPROTO)
 				snprintf(why, whylen, "protocol error");
 			else
@@ -495,7 +496,7 @@ static bool same_peer(const char *a, const char *b)
 static void *reader_main(void *arg)
 {
 	struct endpoint *ep = arg;
-	struct reader_ctx rc = { .ep = ep };
+	struct reader_ctx rc = {.ep = ep};
 	struct backoff bo;
 	char last_logged[200] = "";
 	uint64_t bo_gen = UINT64_MAX; /* the target bo was set up for */
@@ -577,8 +578,8 @@ static void *reader_main(void *arg)
 					 "retry_in_ms=%lld",
 					 ep->name, t->url, cerr.text,
 					 (long long)delay);
-				snprintf(last_logged, sizeof(last_logged),
-					 "%s", cerr.text);
+				snprintf(last_logged, sizeof(last_logged), "%s",
+					 cerr.text);
 				notify_super(&rc, SUP_EV_FAIL, cerr.text);
 				wakefd_signal(ep->agent->super_wake);
 			}
@@ -694,7 +695,7 @@ static struct outmsg *outbox_pop(struct outbox *ob)
 /* Drop what must not wait for a link (heartbeats, status). */
 static void outbox_drop_volatile(struct outbox *ob)
 {
-	struct outbox keep = { 0 };
+	struct outbox keep = {0};
 	struct outmsg *m;
 
 	while ((m = outbox_pop(ob)) != NULL) {
@@ -727,7 +728,7 @@ static void writer_drain(struct endpoint *ep, struct outbox *ob, bool open)
 
 	writer_limits(ep, &max_n, &max_b);
 	for (int i = 0; i < n_rings; i++) {
-		struct ring *r = i == 0   ? ep->from_super
+		struct ring *r = i == 0	  ? ep->from_super
 				 : i == 1 ? ep->from_reader
 				 : i == 2 ? ep->from_streamer
 					  : ep->from_worker[i - 3];
@@ -746,11 +747,11 @@ static void writer_drain(struct endpoint *ep, struct outbox *ob, bool open)
 static void *writer_main(void *arg)
 {
 	struct endpoint *ep = arg;
-	struct outbox ob = { 0 };
+	struct outbox ob = {0};
 	bool flush_pending = false, was_open = false;
 	struct ws_conn *last = NULL;
 	int64_t stop_deadline = 0;
-	struct log_limit stale = { 0 };
+	struct log_limit stale = {0};
 
 	log_set_thread_name(ep->id == EP_CP ? "cp-writer" : "runner-writer");
 	for (;;) {
@@ -787,16 +788,18 @@ static void *writer_main(void *arg)
 
 					if (log_limit_pass(&stale, "stale",
 							   10000, &held))
-						LOG_WARN("replies for a previous "
-							 "peer dropped",
-							 "endpoint=%s count=%u",
-							 ep->name, held + 1);
+						LOG_WARN(
+						    "replies for a previous "
+						    "peer dropped",
+						    "endpoint=%s count=%u",
+						    ep->name, held + 1);
 					outmsg_free(outbox_pop(&ob));
 					continue;
 				}
 				if (ws_conn_send_text(c, m->text, m->len) < 0)
 					break;
-				LOG_DEBUG("sent", "endpoint=%s type=%s bytes=%zu",
+				LOG_DEBUG("sent",
+					  "endpoint=%s type=%s bytes=%zu",
 					  ep->name, m->type, m->len);
 				metrics_msg_out(ep->id, m->type);
 				outmsg_free(outbox_pop(&ob));
@@ -806,7 +809,7 @@ static void *writer_main(void *arg)
 			}
 			fd = ws_conn_fd(c);
 		}
-		atomic_store(&ep->outbox_len, ob.n);   /* see endpoint_idle */
+		atomic_store(&ep->outbox_len, ob.n); /* see endpoint_idle */
 		atomic_store(&ep->outbox_bytes, ob.bytes);
 		pthread_mutex_unlock(&ep->conn_lock);
 
@@ -842,8 +845,8 @@ int endpoint_init(struct endpoint *ep, struct agent *a, enum endpoint_id id)
 	ep->agent = a;
 	ep->id = id;
 	ep->name = id == EP_CP ? "control_plane" : "runner";
-	ep->default_path = id == EP_CP ? "/api/v1/agent/ws"
-				       : "/api/v1/runner/ws";
+	ep->default_path =
+	    id == EP_CP ? "/api/v1/agent/ws" : "/api/v1/runner/ws";
 	pthread_mutex_init(&ep->target_lock, NULL);
 	pthread_mutex_init(&ep->conn_lock, NULL);
 	pthread_mutex_init(&ep->err_lock, NULL);
@@ -870,8 +873,8 @@ int endpoint_init(struct endpoint *ep, struct agent *a, enum endpoint_id id)
 	ep->to_streamer = ring_new(RING_SIZE, a->streamer_wake);
 	ep->from_streamer = ring_new(RING_SIZE, ep->writer_wake);
 	ep->dedup = dedup_new(a->config->runner.dedup_window
-				      ? a->config->runner.dedup_window
-				      : 4096,
+				  ? a->config->runner.dedup_window
+				  : 4096,
 			      DEDUP_MAX_BYTES);
 	return 0;
 }
@@ -919,8 +922,7 @@ void endpoint_set_target(struct endpoint *ep, struct endpoint_target *t)
 	wakefd_signal(ep->reader_wake);
 }
 
-void endpoint_set_timing(struct endpoint *ep,
-			 const struct config_endpoint *cfg)
+void endpoint_set_timing(struct endpoint *ep, const struct config_endpoint *cfg)
 {
 	atomic_store(&ep->ping_interval_ms, cfg->ping_interval_ms);
 	atomic_store(&ep->ping_timeout_ms, cfg->ping_timeout_ms);
@@ -978,9 +980,14 @@ static void ring_free_items(struct ring *r, void (*fn)(void *))
 	ring_free(r);
 }
 
-static void free_request(void *p) { request_free(p); }
-static void free_outmsg(void *p) { outmsg_free(p); }
-
+static void free_request(void *p)
+{
+	request_free(p);
+}
+static void free_outmsg(void *p)
+{
+	outmsg_free(p);
+}
 
 void endpoint_destroy(struct endpoint *ep)
 {

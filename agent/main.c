@@ -66,8 +66,7 @@ static void resolve_agent_id(struct agent *a)
 	FILE *f;
 
 	if (a->config->id) {
-		snprintf(a->agent_id, sizeof(a->agent_id), "%s",
-			 a->config->id);
+		snprintf(a->agent_id, sizeof(a->agent_id), "%s", a->config->id);
 		return;
 	}
 	snprintf(path, sizeof(path), "%s/agent-id", a->config->state_dir);
@@ -197,17 +196,17 @@ static int open_log(const struct config *cfg, bool foreground)
 static int agent_init(struct agent *a, struct config *cfg)
 {
 	struct k8s_settings ks = {
-		.api_server = cfg->k8s_api_server,
-		.token = cfg->k8s_token,
-		.token_file = cfg->k8s_token_file,
-		.ca_file = cfg->k8s_ca_file,
-		.insecure_skip_verify = cfg->k8s_insecure_skip_verify,
-		.default_namespace = cfg->k8s_namespace,
-		.request_timeout_ms = cfg->k8s_request_timeout_ms,
-		.connect_timeout_ms = cfg->k8s_connect_timeout_ms,
-		.proxy_deny = (const char *const *)cfg->k8s_proxy_deny,
-		.n_proxy_deny = cfg->n_k8s_proxy_deny,
-		.max_log_bytes = cfg->k8s_max_log_bytes,
+	    .api_server = cfg->k8s_api_server,
+	    .token = cfg->k8s_token,
+	    .token_file = cfg->k8s_token_file,
+	    .ca_file = cfg->k8s_ca_file,
+	    .insecure_skip_verify = cfg->k8s_insecure_skip_verify,
+	    .default_namespace = cfg->k8s_namespace,
+	    .request_timeout_ms = cfg->k8s_request_timeout_ms,
+	    .connect_timeout_ms = cfg->k8s_connect_timeout_ms,
+	    .proxy_deny = (const char *const *)cfg->k8s_proxy_deny,
+	    .n_proxy_deny = cfg->n_k8s_proxy_deny,
+	    .max_log_bytes = cfg->k8s_max_log_bytes,
 	};
 	struct k8s_error kerr;
 	char host[128];
@@ -266,16 +265,16 @@ static void agent_free(struct agent *a)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "foreground", no_argument, NULL, 'f' },
-		{ "check-config", no_argument, NULL, 't' },
-		{ "version", no_argument, NULL, 'V' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"config", required_argument, NULL, 'c'},
+	    {"foreground", no_argument, NULL, 'f'},
+	    {"check-config", no_argument, NULL, 't'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *path = CONFIG_DEFAULT_PATH;
 	bool foreground = false, check = false;
-	struct config_diags diags = { 0 };
+	struct config_diags diags = {0};
 	struct config *cfg;
 	struct agent a;
 	struct health *health = NULL;
@@ -284,7 +283,8 @@ int main(int argc, char **argv)
 	int opt, rc, pid_fd = -1;
 	char *pid_path = NULL, *abs_path = NULL;
 
-	while ((opt = getopt_long(argc, argv, "c:ftVh", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:ftVh", longopts, NULL)) !=
+	       -1) {
 		switch (opt) {
 		case 'c':
 			path = optarg;
@@ -341,8 +341,8 @@ int main(int argc, char **argv)
 		pid_fd = write_pid_file(cfg->pid_file);
 		if (pid_fd < 0) {
 			LOG_ERROR(pid_fd == -EEXIST
-					  ? "another instance holds the pid file"
-					  : "cannot write the pid file",
+				      ? "another instance holds the pid file"
+				      : "cannot write the pid file",
 				  "path=%s", cfg->pid_file);
 			config_unref(cfg);
 			return EXIT_RUNTIME;
@@ -369,8 +369,8 @@ int main(int argc, char **argv)
 	rc = agent_init(&a, cfg);
 	/* Asked for by the operator: failing to listen stops the start. */
 	if (rc == 0 && cfg->health_listen &&
-	    health_start(&a, cfg->health_listen, &health, err,
-			 sizeof(err)) < 0) {
+	    health_start(&a, cfg->health_listen, &health, err, sizeof(err)) <
+		0) {
 		LOG_ERROR("cannot start the health listener", "error=\"%s\"",
 			  err);
 		rc = -EADDRINUSE;

@@ -21,8 +21,8 @@ void msg_set_id_prefix(const char *agent_id)
 
 void msg_new_id(char *buf, size_t len)
 {
-	uint64_t n = atomic_fetch_add_explicit(&id_counter, 1,
-					       memory_order_relaxed) + 1;
+	uint64_t n =
+	    atomic_fetch_add_explicit(&id_counter, 1, memory_order_relaxed) + 1;
 
 	snprintf(buf, len, "%s-%lld-%llu", id_prefix, (long long)boot_ns,
 		 (unsigned long long)n);
@@ -58,7 +58,8 @@ static json_t *decode_data(json_t *data, char *err, size_t errlen)
 		if (json_is_object(obj))
 			return obj;
 		json_decref(obj);
-		snprintf(err, errlen, "data string does not hold a JSON object");
+		snprintf(err, errlen,
+			 "data string does not hold a JSON object");
 		return NULL;
 	}
 	/* Not JSON text: try base64 of JSON text. */
@@ -97,8 +98,7 @@ int msg_decode(const char *text, size_t len, enum endpoint_id origin,
 		return -EINVAL;
 	}
 	if (!json_is_object(root)) {
-		snprintf(err, errlen,
-			 "malformed message: not a JSON object");
+		snprintf(err, errlen, "malformed message: not a JSON object");
 		goto out_free_root;
 	}
 	id = json_object_get(root, "id");

@@ -19,29 +19,29 @@
 enum endpoint_id { EP_CP = 0, EP_RUNNER = 1, EP_COUNT };
 
 struct request {
-	json_t *root;         /* owned: the whole message */
-	const char *id;       /* borrowed from root; never NULL */
-	const char *type;     /* borrowed from root; never NULL */
-	json_t *data;         /* owned reference: decoded data object */
+	json_t *root;	  /* owned: the whole message */
+	const char *id;	  /* borrowed from root; never NULL */
+	const char *type; /* borrowed from root; never NULL */
+	json_t *data;	  /* owned reference: decoded data object */
 	enum endpoint_id origin;
-	uint64_t link_gen;    /* connection generation it arrived on */
-	uint64_t peer_gen;    /* endpoint target (peer) it arrived from */
-	int64_t received_ms;  /* monotonic */
+	uint64_t link_gen;   /* connection generation it arrived on */
+	uint64_t peer_gen;   /* endpoint target (peer) it arrived from */
+	int64_t received_ms; /* monotonic */
 };
 
 /* Flags of an outgoing message. */
 enum {
 	OUT_DROP_WHEN_DOWN = 1u << 0, /* heartbeat/status: never queued */
-	OUT_REPLY = 1u << 1,          /* a reply: kept in the outbox */
+	OUT_REPLY = 1u << 1,	      /* a reply: kept in the outbox */
 };
 
 struct outmsg {
-	struct outmsg *next;  /* for the writer's outbox list */
-	char *text;           /* owned, NUL-terminated JSON */
+	struct outmsg *next; /* for the writer's outbox list */
+	char *text;	     /* owned, NUL-terminated JSON */
 	size_t len;
 	unsigned flags;
-	uint64_t peer_gen;    /* only for this peer (target gen); 0: any */
-	char type[24];        /* for logs and metrics */
+	uint64_t peer_gen; /* only for this peer (target gen); 0: any */
+	char type[24];	   /* for logs and metrics */
 };
 
 /*
@@ -53,7 +53,7 @@ struct outmsg {
 int msg_decode(const char *text, size_t len, enum endpoint_id origin,
 	       struct request **out, char *err, size_t errlen, char **id_out);
 
-void request_free(struct request *r);   /* accepts NULL */
+void request_free(struct request *r); /* accepts NULL */
 
 /* A new unique message id ("<agent id>-<boot ns>-<counter>"). */
 void msg_new_id(char *buf, size_t len);
@@ -89,6 +89,6 @@ json_t *msg_proxy_response(const char *request_id, json_t *data);
 
 /* Serialize @msg (borrowed) into a new outmsg; NULL if it cannot. */
 struct outmsg *outmsg_from_json(json_t *msg, unsigned flags);
-void outmsg_free(struct outmsg *m);     /* accepts NULL */
+void outmsg_free(struct outmsg *m); /* accepts NULL */
 
 #endif

@@ -33,7 +33,7 @@ struct supervisor {
 	const char *config_path;
 	int sigfd;
 	char register_id[160];
-	int64_t register_sent_ms;     /* 0: not waiting for an ack */
+	int64_t register_sent_ms; /* 0: not waiting for an ack */
 	int64_t next_heartbeat_ms;
 	bool stop;
 	/* runner_status waiting for the CP to acknowledge register: a CP
@@ -64,10 +64,10 @@ static struct endpoint_target *target_new(struct config *cfg,
 	t->config = config_ref(cfg);
 	if (u.tls) {
 		struct tls_options o = {
-			.ca_file = ec->ca_file,
-			.client_cert = ec->client_cert,
-			.client_key = ec->client_key,
-			.insecure_skip_verify = ec->insecure_skip_verify,
+		    .ca_file = ec->ca_file,
+		    .client_cert = ec->client_cert,
+		    .client_key = ec->client_key,
+		    .insecure_skip_verify = ec->insecure_skip_verify,
 		};
 
 		if (!ec->insecure_skip_verify && is_ip_literal(u.host)) {
@@ -131,9 +131,10 @@ static void send_register(struct supervisor *s)
 			    json_string(a->config->control_plane.endpoint));
 	json_object_set_new(data, "labels", labels_json(a));
 	caps = json_array();
-	for (const char *const *c = (const char *const[]){
-		     "deploy", "delete", "scale", "get_resources", "command",
-		     "proxy_request", NULL };
+	for (const char *const *c =
+		 (const char *const[]){"deploy", "delete", "scale",
+				       "get_resources", "command",
+				       "proxy_request", NULL};
 	     *c; c++)
 		json_array_append_new(caps, json_string(*c));
 	json_object_set_new(data, "capabilities", caps);
@@ -150,8 +151,7 @@ static void send_register(struct supervisor *s)
 		 json_string_value(json_object_get(msg, "id")));
 	s->register_sent_ms = clock_mono_ms();
 	a->registered = false;
-	LOG_INFO("registering", "endpoint=control_plane id=%s",
-		 s->register_id);
+	LOG_INFO("registering", "endpoint=control_plane id=%s", s->register_id);
 	send_cp(s, msg, OUT_DROP_WHEN_DOWN);
 }
 
@@ -191,8 +191,8 @@ static json_t *agent_status(struct agent *a)
 	json_object_set_new(conns, "runner",
 			    json_boolean(endpoint_is_open(rn)));
 	json_object_set_new(d, "connections", conns);
-	json_object_set_new(c, "since", time_json(atomic_load(
-						&cp->since_wall_ns)));
+	json_object_set_new(c, "since",
+			    time_json(atomic_load(&cp->since_wall_ns)));
 	json_object_set_new(c, "rtt_ms", rtt_json(cp));
 	json_object_set_new(d, "control_plane", c);
 
@@ -208,10 +208,11 @@ static json_t *agent_status(struct agent *a)
 	}
 	pthread_mutex_unlock(&rn->target_lock);
 	json_object_set_new(r, "connected", json_boolean(endpoint_is_open(rn)));
-	json_object_set_new(r, "state", json_string(endpoint_state_name(
-						atomic_load(&rn->state))));
-	json_object_set_new(r, "since", time_json(atomic_load(
-						&rn->since_wall_ns)));
+	json_object_set_new(
+	    r, "state",
+	    json_string(endpoint_state_name(atomic_load(&rn->state))));
+	json_object_set_new(r, "since",
+			    time_json(atomic_load(&rn->since_wall_ns)));
 	json_object_set_new(r, "attempts",
 			    json_integer(atomic_load(&rn->attempts)));
 	json_object_set_new(r, "rtt_ms", rtt_json(rn));
@@ -221,18 +222,18 @@ static json_t *agent_status(struct agent *a)
 	json_object_set_new(r, "last_error",
 			    err[0] ? json_string(err) : json_null());
 	json_object_set_new(d, "runner", r);
-	json_object_set_new(d, "uptime_seconds",
-			    json_integer((clock_mono_ms() - a->start_mono_ms) /
-					 1000));
+	json_object_set_new(
+	    d, "uptime_seconds",
+	    json_integer((clock_mono_ms() - a->start_mono_ms) / 1000));
 	json_object_set_new(ops, "in_flight",
 			    json_integer(atomic_load(&a->in_flight)));
-	json_object_set_new(ops, "done", json_integer((json_int_t)atomic_load(
-						 &a->ops_done)));
-	json_object_set_new(ops, "failed",
-			    json_integer((json_int_t)atomic_load(
-				    &a->ops_failed)));
-	json_object_set_new(ops, "streams", json_integer((json_int_t)
-						 streamer_open_streams(a)));
+	json_object_set_new(
+	    ops, "done", json_integer((json_int_t)atomic_load(&a->ops_done)));
+	json_object_set_new(
+	    ops, "failed",
+	    json_integer((json_int_t)atomic_load(&a->ops_failed)));
+	json_object_set_new(ops, "streams",
+			    json_integer((json_int_t)streamer_open_streams(a)));
 	json_object_set_new(d, "operations", ops);
 	return d;
 }
@@ -251,21 +252,21 @@ static json_t *queue_depths(struct agent *a)
 			to_workers += ring_depth(ep->to_worker[i]);
 			replies += ring_depth(ep->from_worker[i]);
 		}
-		json_object_set_new(o, "reader_pending",
-				    json_integer((json_int_t)atomic_load(
-					    &ep->pending)));
+		json_object_set_new(
+		    o, "reader_pending",
+		    json_integer((json_int_t)atomic_load(&ep->pending)));
 		json_object_set_new(o, "worker_queue",
 				    json_integer((json_int_t)to_workers));
 		json_object_set_new(o, "in_flight",
 				    json_integer(atomic_load(&ep->in_flight)));
 		json_object_set_new(o, "reply_queue",
 				    json_integer((json_int_t)replies));
-		json_object_set_new(o, "outbox_messages",
-				    json_integer((json_int_t)atomic_load(
-					    &ep->outbox_len)));
-		json_object_set_new(o, "outbox_bytes",
-				    json_integer((json_int_t)atomic_load(
-					    &ep->outbox_bytes)));
+		json_object_set_new(
+		    o, "outbox_messages",
+		    json_integer((json_int_t)atomic_load(&ep->outbox_len)));
+		json_object_set_new(
+		    o, "outbox_bytes",
+		    json_integer((json_int_t)atomic_load(&ep->outbox_bytes)));
 		json_object_set_new(q, ep->name, o);
 	}
 	return q;
@@ -279,15 +280,14 @@ static void send_heartbeat(struct supervisor *s)
 
 /* runner_status for one link event, naming the runner of that link (not
  * whichever runner is assigned by the time the event is handled). */
-static void send_runner_status(struct supervisor *s,
-			       const struct sup_event *ev)
+static void send_runner_status(struct supervisor *s, const struct sup_event *ev)
 {
 	struct endpoint *rn = &s->a->ep[EP_RUNNER];
 	json_t *d = json_object();
 
-	json_object_set_new(d, "runner_id", ev->runner_id[0]
-						    ? json_string(ev->runner_id)
-						    : json_null());
+	json_object_set_new(d, "runner_id",
+			    ev->runner_id[0] ? json_string(ev->runner_id)
+					     : json_null());
 	json_object_set_new(d, "connected",
 			    json_boolean(ev->kind == SUP_EV_UP));
 	if (ev->kind != SUP_EV_UP && ev->error[0])
@@ -348,12 +348,12 @@ static void reply_cp(struct supervisor *s, json_t *reply)
 static void on_runner_assigned(struct supervisor *s, struct request *req)
 {
 	struct agent *a = s->a;
-	const char *endpoint = json_string_value(
-		json_object_get(req->data, "runner_endpoint"));
-	const char *token = json_string_value(
-		json_object_get(req->data, "runner_token"));
-	const char *runner_id = json_string_value(
-		json_object_get(req->data, "runner_id"));
+	const char *endpoint =
+	    json_string_value(json_object_get(req->data, "runner_endpoint"));
+	const char *token =
+	    json_string_value(json_object_get(req->data, "runner_token"));
+	const char *runner_id =
+	    json_string_value(json_object_get(req->data, "runner_id"));
 	struct endpoint_target *t;
 	char err[300];
 	json_t *data;
@@ -363,11 +363,11 @@ static void on_runner_assigned(struct supervisor *s, struct request *req)
 			 "request_id=%s error=\"missing runner_endpoint or "
 			 "runner_token\"",
 			 req->id);
-		reply_cp(s, msg_reply_error(
-				    req->id,
-				    "runner_assigned needs runner_endpoint "
-				    "and runner_token",
-				    0, NULL, NULL));
+		reply_cp(
+		    s, msg_reply_error(req->id,
+				       "runner_assigned needs runner_endpoint "
+				       "and runner_token",
+				       0, NULL, NULL));
 		return;
 	}
 	t = target_new(a->config, &a->config->runner, endpoint, token,
@@ -396,8 +396,8 @@ static void on_runner_assigned(struct supervisor *s, struct request *req)
 static void on_runner_unassigned(struct supervisor *s, struct request *req)
 {
 	struct endpoint *rn = &s->a->ep[EP_RUNNER];
-	const char *runner_id = json_string_value(
-		json_object_get(req->data, "runner_id"));
+	const char *runner_id =
+	    json_string_value(json_object_get(req->data, "runner_id"));
 	bool other;
 	json_t *data;
 
@@ -429,20 +429,20 @@ static void on_runner_unassigned(struct supervisor *s, struct request *req)
 static void on_cp_message(struct supervisor *s, struct request *req)
 {
 	if (!strcmp(req->type, "response")) {
-		const char *rid = json_string_value(
-			json_object_get(req->root, "request_id"));
+		const char *rid =
+		    json_string_value(json_object_get(req->root, "request_id"));
 
 		if (!rid)
 			rid = json_string_value(
-				json_object_get(req->data, "request_id"));
+			    json_object_get(req->data, "request_id"));
 		if (rid && !strcmp(rid, s->register_id)) {
 			json_t *ok = json_object_get(req->data, "success");
 
 			if (ok && json_is_false(ok)) {
-				LOG_WARN("registration refused",
-					 "error=\"%s\"",
+				LOG_WARN("registration refused", "error=\"%s\"",
 					 json_string_value(json_object_get(
-						 req->root, "error")) ?: "-");
+					     req->root, "error"))
+					     ?: "-");
 				return; /* retried after register_timeout */
 			}
 			s->a->registered = true;
@@ -471,9 +471,9 @@ static void on_event(struct supervisor *s, struct sup_event *ev)
 		on_cp_message(s, ev->req);
 	} else if (ev->ep == EP_CP && ev->kind == SUP_EV_UP) {
 		send_register(s);
-		s->next_heartbeat_ms = clock_mono_ms() +
-				       a->config->control_plane
-					       .heartbeat_interval_ms;
+		s->next_heartbeat_ms =
+		    clock_mono_ms() +
+		    a->config->control_plane.heartbeat_interval_ms;
 	} else if (ev->ep == EP_CP) {
 		if (ev->kind == SUP_EV_DOWN) {
 			a->registered = false;
@@ -520,8 +520,7 @@ static void timers(struct supervisor *s, int64_t now)
 	if (s->register_sent_ms &&
 	    now - s->register_sent_ms >= cp->register_timeout_ms) {
 		LOG_WARN("no registration acknowledgement, registering again",
-			 "timeout_ms=%lld",
-			 (long long)cp->register_timeout_ms);
+			 "timeout_ms=%lld", (long long)cp->register_timeout_ms);
 		send_register(s);
 	}
 	/* Heartbeats follow registration (the seed's order). */
@@ -572,8 +571,8 @@ int supervisor_start_cp(struct agent *a, char *err, size_t errlen)
 	struct endpoint_target *t;
 
 	t = target_new(cfg, &cfg->control_plane, cfg->control_plane.endpoint,
-		       cfg->control_plane.token, a->ep[EP_CP].default_path,
-		       err, errlen);
+		       cfg->control_plane.token, a->ep[EP_CP].default_path, err,
+		       errlen);
 	if (!t)
 		return -EINVAL;
 	endpoint_set_target(&a->ep[EP_CP], t);
@@ -582,7 +581,7 @@ int supervisor_start_cp(struct agent *a, char *err, size_t errlen)
 
 int supervisor_run(struct agent *a, const char *config_path)
 {
-	struct supervisor s = { .a = a, .config_path = config_path };
+	struct supervisor s = {.a = a, .config_path = config_path};
 	sigset_t set;
 
 	log_set_thread_name("supervisor");
@@ -595,9 +594,8 @@ int supervisor_run(struct agent *a, const char *config_path)
 	if (s.sigfd < 0)
 		return -errno;
 	while (!s.stop) {
-		struct pollfd p[2] = { { .fd = s.sigfd, .events = POLLIN },
-				       { .fd = a->super_wake,
-					 .events = POLLIN } };
+		struct pollfd p[2] = {{.fd = s.sigfd, .events = POLLIN},
+				      {.fd = a->super_wake, .events = POLLIN}};
 		int64_t now = clock_mono_ms(), timeout = 1000;
 
 		if (endpoint_is_open(&a->ep[EP_CP]) && s.next_heartbeat_ms) {
@@ -658,8 +656,8 @@ static void reload_control_plane(struct agent *a, struct config *old,
 		return;
 	}
 	t = target_new(cfg, &cfg->control_plane, cfg->control_plane.endpoint,
-		       cfg->control_plane.token, a->ep[EP_CP].default_path,
-		       err, sizeof(err));
+		       cfg->control_plane.token, a->ep[EP_CP].default_path, err,
+		       sizeof(err));
 	if (!t) {
 		LOG_ERROR("new control plane settings unusable, keeping the "
 			  "current link",
@@ -699,7 +697,7 @@ static void reload_runner(struct agent *a, struct config *old,
 	}
 	pthread_mutex_unlock(&rn->target_lock);
 	if (!url)
-		return;  /* no runner assigned: used at the next assignment */
+		return; /* no runner assigned: used at the next assignment */
 	t = target_new(cfg, &cfg->runner, url, token, rn->default_path, err,
 		       sizeof(err));
 	if (t) {
@@ -720,7 +718,7 @@ static void reload_runner(struct agent *a, struct config *old,
 
 void supervisor_reload(struct agent *a, const char *config_path)
 {
-	struct config_diags diags = { 0 };
+	struct config_diags diags = {0};
 	struct config *cfg = config_load(config_path, &diags), *old;
 
 	log_diags(&diags);

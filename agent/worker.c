@@ -39,18 +39,17 @@ struct op {
 	const char *type;
 	op_fn fn;
 	enum reply_kind reply;
-	fail_fn fail_extra;   /* NULL: nothing to add */
-	bool id_field;        /* data.id defaults to the request id */
+	fail_fn fail_extra; /* NULL: nothing to add */
+	bool id_field;	    /* data.id defaults to the request id */
 };
 
 static const struct op ops[] = {
-	{ "deploy", k8s_op_deploy, REPLY_RESPONSE, NULL, false },
-	{ "delete", k8s_op_delete, REPLY_RESPONSE, NULL, false },
-	{ "scale", k8s_op_scale, REPLY_RESPONSE, NULL, false },
-	{ "get_resources", k8s_op_get_resources, REPLY_RESPONSE, NULL, false },
-	{ "command", k8s_op_command, REPLY_RESPONSE, k8s_command_failure,
-	  true },
-	{ "proxy_request", k8s_op_proxy, REPLY_PROXY_RESPONSE, NULL, true },
+    {"deploy", k8s_op_deploy, REPLY_RESPONSE, NULL, false},
+    {"delete", k8s_op_delete, REPLY_RESPONSE, NULL, false},
+    {"scale", k8s_op_scale, REPLY_RESPONSE, NULL, false},
+    {"get_resources", k8s_op_get_resources, REPLY_RESPONSE, NULL, false},
+    {"command", k8s_op_command, REPLY_RESPONSE, k8s_command_failure, true},
+    {"proxy_request", k8s_op_proxy, REPLY_PROXY_RESPONSE, NULL, true},
 };
 
 static const struct op *op_find(const char *type)
@@ -77,10 +76,10 @@ static uint32_t fnv1a(const char *s, uint32_t h)
 
 int worker_pick(struct agent *a, enum endpoint_id ep, struct request *req)
 {
-	const char *name = json_string_value(json_object_get(req->data,
-							     "name"));
-	const char *ns = json_string_value(json_object_get(req->data,
-							   "namespace"));
+	const char *name =
+	    json_string_value(json_object_get(req->data, "name"));
+	const char *ns =
+	    json_string_value(json_object_get(req->data, "namespace"));
 	struct endpoint *e = &a->ep[ep];
 	int best = 0;
 	size_t best_depth = (size_t)-1;
@@ -103,8 +102,7 @@ int worker_pick(struct agent *a, enum endpoint_id ep, struct request *req)
 }
 
 /* Hand @msg to the origin's writer; waits while the ring is full. */
-static void deliver(struct worker *w, enum endpoint_id origin,
-		    struct outmsg *m)
+static void deliver(struct worker *w, enum endpoint_id origin, struct outmsg *m)
 {
 	struct ring *r = w->agent->ep[origin].from_worker[w->index];
 	int waited_ms = 0;
@@ -138,10 +136,9 @@ static json_t *proxy_reply(struct request *req, json_t *data,
 	*failed = json_object_get(data, "error") != NULL;
 	sc = json_object_get(data, "status_code");
 	if (*failed && err->code == 0)
-		metrics_k8s_outcome(err);    /* transport failure */
+		metrics_k8s_outcome(err); /* transport failure */
 	else if (!*failed)
-		metrics_k8s_outcome(json_integer_value(sc) >= 500 ? err
-								  : NULL);
+		metrics_k8s_outcome(json_integer_value(sc) >= 500 ? err : NULL);
 	return msg_proxy_response(req->id, data);
 }
 
@@ -172,13 +169,13 @@ static void execute(struct worker *w, struct request *req)
 		reply = proxy_reply(req, data, &err, &failed);
 		metrics_op_done(req->type, !failed, clock_mono_ms() - t0);
 		atomic_fetch_add(failed ? &a->ops_failed : &a->ops_done, 1);
-		LOG_INFO("operation done",
-			 "endpoint=%s request_id=%s type=%s status=%lld ms=%lld",
-			 a->ep[req->origin].name, req->id, req->type,
-			 (long long)json_integer_value(json_object_get(
-				 json_object_get(reply, "data"),
-				 "status_code")),
-			 (long long)(clock_mono_ms() - t0));
+		LOG_INFO(
+		    "operation done",
+		    "endpoint=%s request_id=%s type=%s status=%lld ms=%lld",
+		    a->ep[req->origin].name, req->id, req->type,
+		    (long long)json_integer_value(json_object_get(
+			json_object_get(reply, "data"), "status_code")),
+		    (long long)(clock_mono_ms() - t0));
 		goto out_deliver;
 	}
 	metrics_op_done(req->type, data != NULL, clock_mono_ms() - t0);
@@ -193,10 +190,10 @@ static void execute(struct worker *w, struct request *req)
 			 a->ep[req->origin].name, req->id, req->type,
 			 (long long)(clock_mono_ms() - t0));
 	} else {
-		json_t *extra = op->fail_extra
-					? op->fail_extra(req->data,
-							 clock_mono_ms() - t0)
-					: NULL;
+		json_t *extra =
+		    op->fail_extra
+			? op->fail_extra(req->data, clock_mono_ms() - t0)
+			: NULL;
 
 		if (extra && op->id_field && !json_object_get(extra, "id"))
 			json_object_set_new(extra, "id", json_string(req->id));
@@ -285,7 +282,7 @@ static void *worker_main(void *arg)
 	snprintf(name, sizeof(name), "worker-%d", w->index);
 	log_set_thread_name(name);
 	for (;;) {
-		struct pollfd p = { .fd = w->wake, .events = POLLIN };
+		struct pollfd p = {.fd = w->wake, .events = POLLIN};
 		bool any = true;
 		int64_t now = clock_mono_ms();
 
@@ -294,7 +291,7 @@ static void *worker_main(void *arg)
 		if (w->index == 0 &&
 		    (last_info < 0 ||
 		     now - last_info >=
-			     (metrics_k8s_reachable(NULL, 0) ? 60000 : 10000))) {
+			 (metrics_k8s_reachable(NULL, 0) ? 60000 : 10000))) {
 			refresh_cluster_info(w);
 			last_info = now;
 		}
@@ -310,7 +307,7 @@ static void *worker_main(void *arg)
 			any = false;
 			for (int e = 0; e < EP_COUNT; e++) {
 				struct request *req =
-					ring_pop(a->ep[e].to_worker[w->index]);
+				    ring_pop(a->ep[e].to_worker[w->index]);
 
 				if (req) {
 					execute(w, req);

@@ -11,8 +11,8 @@
 struct backoff {
 	int64_t initial_ms;
 	int64_t max_ms;
-	int64_t current_ms;   /* upper bound of the next delay */
-	int64_t up_since_ms;  /* monotonic; 0 = not up */
+	int64_t current_ms;  /* upper bound of the next delay */
+	int64_t up_since_ms; /* monotonic; 0 = not up */
 };
 
 void backoff_init(struct backoff *b, int64_t initial_ms, int64_t max_ms);

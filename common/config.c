@@ -778,8 +778,9 @@ static void set_string(struct parse_ctx *ctx, const struct key_def *def,
 	case T_URL_PROXY:
 		/* The agent speaks plain HTTP CONNECT to its proxy. */
 		if (!url_ok(v, proxy_schemes))
-			what = "is not an http:// proxy URL with a host (TLS to "
-			       "the proxy itself is not supported)";
+			what =
+			    "is not an http:// proxy URL with a host (TLS to "
+			    "the proxy itself is not supported)";
 		break;
 	case T_LISTEN:
 		if (!listen_ok(v))
@@ -1326,8 +1327,8 @@ static void check_kubernetes(struct parse_ctx *ctx)
 		cfg->k8s_api_server = xstrdup("https://127.0.0.1:6443");
 	if (cfg->k8s_token_file)
 		cfg->k8s_token =
-			read_token(ctx, line, "[kubernetes] token_file",
-				   cfg->k8s_token_file, own_file);
+		    read_token(ctx, line, "[kubernetes] token_file",
+			       cfg->k8s_token_file, own_file);
 }
 
 static void check_all(struct parse_ctx *ctx)

@@ -33,10 +33,10 @@ struct config_label {
 
 /* Connection settings shared by [control_plane] and [runner]. */
 struct config_endpoint {
-	char *endpoint;          /* [control_plane] only; required there */
-	char *token;             /* resolved: from token= or read from token_file */
+	char *endpoint; /* [control_plane] only; required there */
+	char *token;	/* resolved: from token= or read from token_file */
 	char *token_file;
-	char *ca_file;           /* NULL: system bundle */
+	char *ca_file; /* NULL: system bundle */
 	char *client_cert;
 	char *client_key;
 	bool insecure_skip_verify;
@@ -52,26 +52,26 @@ struct config_endpoint {
 	int64_t status_interval_ms;    /* default 60 s, 0 = off */
 	int64_t register_timeout_ms;   /* default 30 s */
 	/* [runner] only */
-	size_t outbox_max_messages;    /* default 10000 */
-	size_t outbox_max_bytes;       /* default 64 MiB */
-	size_t dedup_window;           /* default 4096 */
-	size_t max_streams;            /* default 1000 */
+	size_t outbox_max_messages; /* default 10000 */
+	size_t outbox_max_bytes;    /* default 64 MiB */
+	size_t dedup_window;	    /* default 4096 */
+	size_t max_streams;	    /* default 1000 */
 };
 
 struct config {
 	/* [agent] */
-	char *id;                 /* NULL: generated, kept in state_dir/agent-id */
-	char *name;               /* default: hostname */
-	char *cluster_name;       /* required */
+	char *id;	    /* NULL: generated, kept in state_dir/agent-id */
+	char *name;	    /* default: hostname */
+	char *cluster_name; /* required */
 	struct config_label *labels;
 	size_t n_labels;
-	int workers;              /* default 4, 1..64 */
-	char *state_dir;          /* default /var/lib/pipeops-agent */
-	char *pid_file;           /* default /run/pipeops-agent.pid */
-	int log_level;            /* enum log_level of log.h; default info */
+	int workers;	 /* default 4, 1..64 */
+	char *state_dir; /* default /var/lib/pipeops-agent */
+	char *pid_file;	 /* default /run/pipeops-agent.pid */
+	int log_level;	 /* enum log_level of log.h; default info */
 	enum log_target_kind log_target;
-	char *log_file;           /* for LOG_TARGET_FILE */
-	bool log_target_set;      /* log_target given in the file */
+	char *log_file;		     /* for LOG_TARGET_FILE */
+	bool log_target_set;	     /* log_target given in the file */
 	int64_t shutdown_timeout_ms; /* default 30 s */
 
 	struct config_endpoint control_plane;
@@ -79,29 +79,29 @@ struct config {
 
 	/* [kubernetes] */
 	bool k8s_in_cluster;
-	char *k8s_api_server;     /* default https://127.0.0.1:6443 */
-	char *k8s_token;          /* resolved from token_file */
+	char *k8s_api_server; /* default https://127.0.0.1:6443 */
+	char *k8s_token;      /* resolved from token_file */
 	char *k8s_token_file;
 	char *k8s_ca_file;
 	bool k8s_insecure_skip_verify;
-	char *k8s_namespace;      /* default "default" */
+	char *k8s_namespace;		/* default "default" */
 	int64_t k8s_request_timeout_ms; /* default 30 s */
 	int64_t k8s_connect_timeout_ms; /* default 10 s */
-	char **k8s_proxy_deny;    /* path prefixes */
+	char **k8s_proxy_deny;		/* path prefixes */
 	size_t n_k8s_proxy_deny;
 	size_t k8s_max_log_bytes; /* command logs output cap; default 1 MiB */
 
 	/* [health] */
-	char *health_listen;      /* NULL/empty: off; default 127.0.0.1:9464 */
+	char *health_listen; /* NULL/empty: off; default 127.0.0.1:9464 */
 
-	char *path;               /* the file this came from */
+	char *path; /* the file this came from */
 };
 
 /* One problem found while loading. */
 struct config_diag {
-	int line;                 /* 0 when not tied to a line */
-	bool is_error;            /* false: warning */
-	char *text;               /* "[section] key: what is wrong" */
+	int line;      /* 0 when not tied to a line */
+	bool is_error; /* false: warning */
+	char *text;    /* "[section] key: what is wrong" */
 };
 
 struct config_diags {
@@ -122,8 +122,8 @@ struct config *config_load_string(const char *text, const char *name,
 				  struct config_diags *diags);
 
 /* Only configs returned by config_load*() may be passed to these. */
-struct config *config_ref(struct config *cfg);   /* returns @cfg */
-void config_unref(struct config *cfg);           /* accepts NULL */
+struct config *config_ref(struct config *cfg);	    /* returns @cfg */
+void config_unref(struct config *cfg);		    /* accepts NULL */
 void config_diags_free(struct config_diags *diags); /* accepts NULL */
 
 /*

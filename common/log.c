@@ -27,7 +27,7 @@ static atomic_int log_fd = 2;
 static char log_path[512];
 static _Thread_local char thread_name[16] = "main";
 
-static const char *const level_names[] = { "error", "warn", "info", "debug" };
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 int log_parse_level(const char *s)
 {
@@ -82,7 +82,7 @@ int log_open(enum log_dest dest, const char *file)
 int log_reopen(void)
 {
 	int fd, old;
-	struct timespec grace = { 0, 50 * 1000 * 1000 };
+	struct timespec grace = {0, 50 * 1000 * 1000};
 
 	if (atomic_load(&log_dest_now) != LOG_DEST_FILE)
 		return 0;
@@ -106,7 +106,7 @@ static size_t put_quoted(char *buf, size_t pos, size_t cap, const char *s)
 			buf[pos++] = '\\';
 			buf[pos++] = *s;
 		} else if ((unsigned char)*s < 0x20 || *s == 0x7f) {
-			buf[pos++] = ' ';  /* one event, one line */
+			buf[pos++] = ' '; /* one event, one line */
 		} else {
 			buf[pos++] = *s;
 		}
@@ -134,8 +134,9 @@ void log_write(enum log_level level, const char *msg, const char *fmt, ...)
 		pos += (size_t)snprintf(line + pos, cap - pos, ".%03ldZ ",
 					ts.tv_nsec / 1000000);
 	}
-	pos += (size_t)snprintf(line + pos, cap - pos, "level=%s thread=%s msg=",
-				level_names[level], thread_name);
+	pos += (size_t)snprintf(line + pos, cap - pos,
+				"level=%s thread=%s msg=", level_names[level],
+				thread_name);
 	if (pos > cap)
 		pos = cap;
 	pos = put_quoted(line, pos, cap, msg);
@@ -147,7 +148,8 @@ void log_write(enum log_level level, const char *msg, const char *fmt, ...)
 		int n = vsnprintf(line + pos, cap - pos, fmt, ap);
 		va_end(ap);
 		if (n > 0)
-			pos += (size_t)n < cap - pos ? (size_t)n : cap - pos - 1;
+			pos +=
+			    (size_t)n < cap - pos ? (size_t)n : cap - pos - 1;
 		/* Field values may come from peers: a control character
 		 * would let them forge a log line. */
 		for (size_t i = start; i < pos; i++)
@@ -155,8 +157,8 @@ void log_write(enum log_level level, const char *msg, const char *fmt, ...)
 				line[i] = '?';
 	}
 	if (dest == LOG_DEST_SYSLOG) {
-		static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO,
-					    LOG_DEBUG };
+		static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO,
+					   LOG_DEBUG};
 		line[pos] = '\0';
 		syslog(prio[level], "%s", line);
 	} else {

@@ -24,9 +24,9 @@ enum log_dest { LOG_DEST_STDERR, LOG_DEST_SYSLOG, LOG_DEST_FILE };
 int log_open(enum log_dest dest, const char *file);
 void log_set_level(enum log_level level);
 bool log_enabled(enum log_level level);
-int log_reopen(void);              /* SIGUSR1: reopen the log file */
-void log_set_thread_name(const char *name);  /* per thread, <= 15 chars */
-int log_parse_level(const char *s); /* level or -1 */
+int log_reopen(void);			    /* SIGUSR1: reopen the log file */
+void log_set_thread_name(const char *name); /* per thread, <= 15 chars */
+int log_parse_level(const char *s);	    /* level or -1 */
 
 /*
  * Repeated-failure limiter, owned by one thread. A line whose text equals
@@ -43,17 +43,17 @@ bool log_limit_pass(struct log_limit *l, const char *text, int64_t every_ms,
 		    unsigned *held);
 
 void log_write(enum log_level level, const char *msg, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
-#define LOG_AT(lvl, msg, ...)                                  \
-	do {                                                   \
-		if (log_enabled(lvl))                          \
-			log_write(lvl, msg, __VA_ARGS__);      \
+#define LOG_AT(lvl, msg, ...)                                                  \
+	do {                                                                   \
+		if (log_enabled(lvl))                                          \
+			log_write(lvl, msg, __VA_ARGS__);                      \
 	} while (0)
 /* The format carries the key=value fields; pass "" when there are none. */
 #define LOG_ERROR(msg, ...) LOG_AT(LOG_LVL_ERROR, msg, __VA_ARGS__)
-#define LOG_WARN(msg, ...) LOG_AT(LOG_LVL_WARN, msg, __VA_ARGS__)
-#define LOG_INFO(msg, ...) LOG_AT(LOG_LVL_INFO, msg, __VA_ARGS__)
+#define LOG_WARN(msg, ...)  LOG_AT(LOG_LVL_WARN, msg, __VA_ARGS__)
+#define LOG_INFO(msg, ...)  LOG_AT(LOG_LVL_INFO, msg, __VA_ARGS__)
 #define LOG_DEBUG(msg, ...) LOG_AT(LOG_LVL_DEBUG, msg, __VA_ARGS__)
 
 #endif

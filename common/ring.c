@@ -17,10 +17,10 @@
 struct ring {
 	/* consumer line */
 	alignas(CACHE_LINE) atomic_size_t head; /* release: consumer */
-	size_t tail_cache;                      /* consumer only */
+	size_t tail_cache;			/* consumer only */
 	/* producer line */
 	alignas(CACHE_LINE) atomic_size_t tail; /* release: producer */
-	size_t head_cache;                      /* producer only */
+	size_t head_cache;			/* producer only */
 	/* read-only after ring_new */
 	alignas(CACHE_LINE) size_t mask;
 	int wake_fd;
@@ -86,7 +86,7 @@ void *ring_peek(struct ring *r)
 
 	if (head == r->tail_cache) {
 		r->tail_cache =
-			atomic_load_explicit(&r->tail, memory_order_acquire);
+		    atomic_load_explicit(&r->tail, memory_order_acquire);
 		if (head == r->tail_cache)
 			return NULL;
 	}

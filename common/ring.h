@@ -27,7 +27,7 @@ struct ring;
 /* @capacity is rounded up to a power of two (>= 2). @wake_fd is the
  * consumer's eventfd, or -1. Returns a new ring or NULL. */
 struct ring *ring_new(size_t capacity, int wake_fd);
-void ring_free(struct ring *r);    /* items left inside are not freed */
+void ring_free(struct ring *r); /* items left inside are not freed */
 
 /* Producer only. False when full (the item stays with the caller). */
 bool ring_push(struct ring *r, void *item);

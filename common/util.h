@@ -12,7 +12,7 @@
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
-char *xstrdup(const char *s);          /* NULL in, NULL out */
+char *xstrdup(const char *s); /* NULL in, NULL out */
 char *xstrndup(const char *s, size_t n);
 
 /* Monotonic milliseconds (CLOCK_MONOTONIC); only for intervals. */
@@ -26,7 +26,7 @@ int64_t clock_wall_ns(void);
 
 /* snprintf that always terminates and never overflows; returns @buf. */
 char *strfmt(char *buf, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Read a whole small file (at most @max bytes), trimmed of surrounding
  * white space. Returns a new string or NULL with errno set. */

@@ -510,11 +510,11 @@ bad:
  */
 struct dns_req {
 	struct addrinfo hints;
-	struct addrinfo *result;  /* written by the thread before efd */
-	int error;                /* EAI_* or 0; likewise */
-	atomic_bool done;         /* release: thread; acquire: waiter */
+	struct addrinfo *result; /* written by the thread before efd */
+	int error;		 /* EAI_* or 0; likewise */
+	atomic_bool done;	 /* release: thread; acquire: waiter */
 	atomic_int refs;
-	int efd;                  /* eventfd, written on completion */
+	int efd; /* eventfd, written on completion */
 	char port[8];
 	char host[];
 };
@@ -596,9 +596,9 @@ static int resolve(const char *host, uint16_t port, int cancel_fd,
 	}
 	ret = wait_io(r->efd, POLLIN, cancel_fd, deadline);
 	if (ret == 0 && !atomic_load_explicit(&r->done, memory_order_acquire))
-		ret = -EAGAIN;  /* cannot happen: efd is written after done */
+		ret = -EAGAIN; /* cannot happen: efd is written after done */
 	if (ret < 0) {
-		dns_req_put(r);  /* the thread frees it when it is done */
+		dns_req_put(r); /* the thread frees it when it is done */
 		return ret;
 	}
 	*gai = r->error;

@@ -23,26 +23,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct ws_conn;      /* opaque */
-struct tls_ctx;      /* common/tls.h */
+struct ws_conn; /* opaque */
+struct tls_ctx; /* common/tls.h */
 
 struct ws_options {
-	const char *url;          /* ws:// wss:// http:// https:// (see url.h) */
+	const char *url; /* ws:// wss:// http:// https:// (see url.h) */
 	const char *default_path; /* used when the URL has no path or "/" */
-	const char *token;        /* Authorization: Bearer <token>; NULL: none */
-	const char *user_agent;   /* "pipeops-agent/<version>" */
-	struct tls_ctx *tls;      /* borrowed, for wss://; NULL: ws:// only */
-	const char *proxy;        /* http://[user:pass@]host:port or NULL */
+	const char *token;	/* Authorization: Bearer <token>; NULL: none */
+	const char *user_agent; /* "pipeops-agent/<version>" */
+	struct tls_ctx *tls;	/* borrowed, for wss://; NULL: ws:// only */
+	const char *proxy;	/* http://[user:pass@]host:port or NULL */
 	int64_t connect_timeout_ms; /* TCP + TLS + upgrade together */
 	size_t max_message_bytes;   /* larger messages close with 1009 */
 };
 
 /* Why a connect failed; filled by ws_connect(). */
 struct ws_connect_error {
-	int http_status;          /* non-101 answer, else 0 */
-	int64_t retry_after_ms;   /* Retry-After of a 429/503, else -1 */
-	bool token_refused;       /* 401 or 403 */
-	char text[256];           /* one line for the log, never the token */
+	int http_status;	/* non-101 answer, else 0 */
+	int64_t retry_after_ms; /* Retry-After of a 429/503, else -1 */
+	bool token_refused;	/* 401 or 403 */
+	char text[256];		/* one line for the log, never the token */
 	/*
 	 * Negative errno (also left in errno, positive): -EINVAL bad URL or
 	 * settings, -ECANCELED, -ETIMEDOUT, -ECONNREFUSED (TCP refused, or a

@@ -5,7 +5,7 @@
 set -eu
 pkgs="build-essential pkg-config libwslay-dev libmbedtls-dev libjansson-dev
 libcurl4-openssl-dev libinih-dev libmicrohttpd-dev python3 python3-websockets openssl
-nginx-light clang valgrind curl"
+nginx-light clang clang-format valgrind curl"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

@@ -13,7 +13,7 @@ if command -v clang-format >/dev/null && [ -f .clang-format ]; then
 	for f in $files; do
 		if ! clang-format --dry-run -Werror "$f" >/dev/null 2>&1; then
 			echo "lint: $f is not clang-formatted"
-			[ "${LINT_FORMAT_STRICT:-0}" = 1 ] && rc=1
+			rc=1
 		fi
 	done
 fi

@@ -22,60 +22,65 @@ struct check_case {
 
 static int check_failures_in_case;
 
-#define CHECK_CASE(fn) { #fn, fn }
+#define CHECK_CASE(fn)                                                         \
+	{                                                                      \
+#fn, fn                                                        \
+	}
 
-#define CHECK(cond)                                                          \
-	do {                                                                 \
-		if (!(cond)) {                                               \
-			check_failures_in_case++;                            \
-			fprintf(stderr, "  %s:%d: CHECK(%s) failed\n",       \
-				__FILE__, __LINE__, #cond);                  \
-		}                                                            \
+#define CHECK(cond)                                                            \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			check_failures_in_case++;                              \
+			fprintf(stderr, "  %s:%d: CHECK(%s) failed\n",         \
+				__FILE__, __LINE__, #cond);                    \
+		}                                                              \
 	} while (0)
 
-#define CHECK_INT(a, b)                                                      \
-	do {                                                                 \
-		long long check_a_ = (long long)(a);                         \
-		long long check_b_ = (long long)(b);                         \
-		if (check_a_ != check_b_) {                                  \
-			check_failures_in_case++;                            \
-			fprintf(stderr, "  %s:%d: %s == %lld, expected %lld\n", \
-				__FILE__, __LINE__, #a, check_a_, check_b_); \
-		}                                                            \
+#define CHECK_INT(a, b)                                                        \
+	do {                                                                   \
+		long long check_a_ = (long long)(a);                           \
+		long long check_b_ = (long long)(b);                           \
+		if (check_a_ != check_b_) {                                    \
+			check_failures_in_case++;                              \
+			fprintf(stderr,                                        \
+				"  %s:%d: %s == %lld, expected %lld\n",        \
+				__FILE__, __LINE__, #a, check_a_, check_b_);   \
+		}                                                              \
 	} while (0)
 
-#define CHECK_STR(a, b)                                                      \
-	do {                                                                 \
-		const char *check_a_ = (a);                                  \
-		const char *check_b_ = (b);                                  \
-		if (!check_a_ || !check_b_ || strcmp(check_a_, check_b_)) {  \
-			check_failures_in_case++;                            \
-			fprintf(stderr, "  %s:%d: %s == \"%s\", expected \"%s\"\n", \
-				__FILE__, __LINE__, #a,                      \
-				check_a_ ? check_a_ : "(null)",              \
-				check_b_ ? check_b_ : "(null)");             \
-		}                                                            \
+#define CHECK_STR(a, b)                                                        \
+	do {                                                                   \
+		const char *check_a_ = (a);                                    \
+		const char *check_b_ = (b);                                    \
+		if (!check_a_ || !check_b_ || strcmp(check_a_, check_b_)) {    \
+			check_failures_in_case++;                              \
+			fprintf(stderr,                                        \
+				"  %s:%d: %s == \"%s\", expected \"%s\"\n",    \
+				__FILE__, __LINE__, #a,                        \
+				check_a_ ? check_a_ : "(null)",                \
+				check_b_ ? check_b_ : "(null)");               \
+		}                                                              \
 	} while (0)
 
-#define CHECK_MAIN()                                                         \
-	int main(void)                                                       \
-	{                                                                    \
-		int passed = 0, failed = 0;                                  \
-		size_t n = sizeof(check_cases) / sizeof(check_cases[0]);     \
-		for (size_t i = 0; i < n; i++) {                             \
-			check_failures_in_case = 0;                          \
-			check_cases[i].fn();                                 \
-			if (check_failures_in_case) {                        \
-				failed++;                                    \
-				printf("FAIL %s\n", check_cases[i].name);    \
-			} else {                                             \
-				passed++;                                    \
-				printf("ok   %s\n", check_cases[i].name);    \
-			}                                                    \
-			fflush(stdout);                                      \
-		}                                                            \
-		printf("%d passed, %d failed\n", passed, failed);            \
-		return failed ? 1 : 0;                                       \
+#define CHECK_MAIN()                                                           \
+	int main(void)                                                         \
+	{                                                                      \
+		int passed = 0, failed = 0;                                    \
+		size_t n = sizeof(check_cases) / sizeof(check_cases[0]);       \
+		for (size_t i = 0; i < n; i++) {                               \
+			check_failures_in_case = 0;                            \
+			check_cases[i].fn();                                   \
+			if (check_failures_in_case) {                          \
+				failed++;                                      \
+				printf("FAIL %s\n", check_cases[i].name);      \
+			} else {                                               \
+				passed++;                                      \
+				printf("ok   %s\n", check_cases[i].name);      \
+			}                                                      \
+			fflush(stdout);                                        \
+		}                                                              \
+		printf("%d passed, %d failed\n", passed, failed);              \
+		return failed ? 1 : 0;                                         \
 	}
 
 #endif

@@ -23,22 +23,22 @@ static char tmpdir[] = "/tmp/test_config.XXXXXX";
 /* A throw-away self-signed EC certificate and its key, so that the loader's
  * "can mbedTLS read it" check has something real to read. */
 static const char test_cert_pem[] =
-	"-----BEGIN CERTIFICATE-----\n"
-	"MIIBdDCCARugAwIBAgIUARDEHhlK8v/mcirH/s4+ZRFQSVcwCgYIKoZIzj0EAwIw\n"
-	"DzENMAsGA1UEAwwEdGVzdDAgFw0yNjEyMDMxNzQxNTFaGA8yMTI2MTEwOTE3NDE1\n"
-	"MVowDzENMAsGA1UEAwwEdGVzdDBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABPbG\n"
-	"oIRBjaQeA3VCzzDaP9HXH0JZBFSuQHi4aGFxJTASBmkLROuRWxTc8v/8a0m6ysaM\n"
-	"OvFU4XCqp7svR6fXXeujUzBRMB0GA1UdDgQWBBQwmw8+9pp3EF3WodtOrvg1TrFu\n"
-	"yTAfBgNVHSMEGDAWgBQwmw8+9pp3EF3WodtOrvg1TrFuyTAPBgNVHRMBAf8EBTAD\n"
-	"AQH/MAoGCCqGSM49BAMCA0cAMEQCIE1+o89pycrKvGu2tYqm8qVlGjJsSBVfkw+q\n"
-	"yB2UJZnwAiBgxP79XexqaQbObYp03FfcJEM5VpTFAR/u4OVH348Vnw==\n"
-	"-----END CERTIFICATE-----\n";
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIIBdDCCARugAwIBAgIUARDEHhlK8v/mcirH/s4+ZRFQSVcwCgYIKoZIzj0EAwIw\n"
+    "DzENMAsGA1UEAwwEdGVzdDAgFw0yNjEyMDMxNzQxNTFaGA8yMTI2MTEwOTE3NDE1\n"
+    "MVowDzENMAsGA1UEAwwEdGVzdDBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABPbG\n"
+    "oIRBjaQeA3VCzzDaP9HXH0JZBFSuQHi4aGFxJTASBmkLROuRWxTc8v/8a0m6ysaM\n"
+    "OvFU4XCqp7svR6fXXeujUzBRMB0GA1UdDgQWBBQwmw8+9pp3EF3WodtOrvg1TrFu\n"
+    "yTAfBgNVHSMEGDAWgBQwmw8+9pp3EF3WodtOrvg1TrFuyTAPBgNVHRMBAf8EBTAD\n"
+    "AQH/MAoGCCqGSM49BAMCA0cAMEQCIE1+o89pycrKvGu2tYqm8qVlGjJsSBVfkw+q\n"
+    "yB2UJZnwAiBgxP79XexqaQbObYp03FfcJEM5VpTFAR/u4OVH348Vnw==\n"
+    "-----END CERTIFICATE-----\n";
 static const char test_key_pem[] =
-	"-----BEGIN PRIVATE KEY-----\n"
-	"MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgLBF8CT+U0GiQAqhs\n"
-	"EPb30fpTAsn9+XdinnfjI7pVGD2hRANCAAT2xqCEQY2kHgN1Qs8w2j/R1x9CWQRU\n"
-	"rkB4uGhhcSUwEgZpC0TrkVsU3PL//GtJusrGjDrxVOFwqqe7L0en113r\n"
-	"-----END PRIVATE KEY-----\n";
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgLBF8CT+U0GiQAqhs\n"
+    "EPb30fpTAsn9+XdinnfjI7pVGD2hRANCAAT2xqCEQY2kHgN1Qs8w2j/R1x9CWQRU\n"
+    "rkB4uGhhcSUwEgZpC0TrkVsU3PL//GtJusrGjDrxVOFwqqe7L0en113r\n"
+    "-----END PRIVATE KEY-----\n";
 
 static const char *write_tmp(const char *name, const char *text)
 {
@@ -852,7 +852,7 @@ static void test_token_file_permissions_warned(void)
 		 "endpoint = wss://cp\ntoken_file = %s\n",
 		 tok);
 	c = config_load_string(text, "t", &d);
-	CHECK(c != NULL);       /* a warning, not an error */
+	CHECK(c != NULL); /* a warning, not an error */
 	CHECK_INT(d.n, 1);
 	CHECK_INT(d.n_errors, 0);
 	if (d.n) {

@@ -110,11 +110,11 @@ static void test_clear_forgets_everything(void)
 }
 
 static const struct check_case check_cases[] = {
-	CHECK_CASE(test_clear_forgets_everything),
-	CHECK_CASE(test_new_running_done),
-	CHECK_CASE(test_window_evicts_oldest),
-	CHECK_CASE(test_byte_budget_forgets_old_replies),
-	CHECK_CASE(test_many_ids_collide_safely),
+    CHECK_CASE(test_clear_forgets_everything),
+    CHECK_CASE(test_new_running_done),
+    CHECK_CASE(test_window_evicts_oldest),
+    CHECK_CASE(test_byte_budget_forgets_old_replies),
+    CHECK_CASE(test_many_ids_collide_safely),
 };
 
 CHECK_MAIN()

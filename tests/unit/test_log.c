@@ -54,7 +54,7 @@ static void test_line_format_and_levels(void)
 
 static void test_limit_holds_repeats(void)
 {
-	struct log_limit l = { 0 };
+	struct log_limit l = {0};
 	unsigned held = 99;
 
 	CHECK(log_limit_pass(&l, "refused", 60000, &held));
@@ -70,8 +70,8 @@ static void test_limit_holds_repeats(void)
 }
 
 static const struct check_case check_cases[] = {
-	CHECK_CASE(test_line_format_and_levels),
-	CHECK_CASE(test_limit_holds_repeats),
+    CHECK_CASE(test_line_format_and_levels),
+    CHECK_CASE(test_limit_holds_repeats),
 };
 
 CHECK_MAIN()

@@ -9,30 +9,29 @@
 
 struct decode_case {
 	const char *text;
-	int rc;              /* 0 or -EINVAL */
-	const char *id;      /* id reported (also on failure) */
-	const char *err_has; /* fragment of the error text */
+	int rc;		      /* 0 or -EINVAL */
+	const char *id;	      /* id reported (also on failure) */
+	const char *err_has;  /* fragment of the error text */
 	const char *data_key; /* a key expected in the decoded data */
 };
 
 static const struct decode_case decode_cases[] = {
-	{ "{\"id\":\"a\",\"type\":\"deploy\",\"data\":{\"name\":\"web\"}}", 0,
-	  "a", NULL, "name" },
-	{ "{\"id\":\"b\",\"type\":\"deploy\",\"data\":\"{\\\"name\\\":1}\"}",
-	  0, "b", NULL, "name" },
-	{ "{\"id\":\"c\",\"type\":\"scale\"}", 0, "c", NULL, NULL },
-	{ "{\"id\":\"c2\",\"type\":\"scale\",\"data\":null}", 0, "c2", NULL,
-	  NULL },
-	{ "not json", -EINVAL, "", "invalid JSON", NULL },
-	{ "[1,2]", -EINVAL, "", "not a JSON object", NULL },
-	{ "{\"type\":\"deploy\"}", -EINVAL, "", "missing \"id\"", NULL },
-	{ "{\"id\":\"d\"}", -EINVAL, "d", "missing \"type\"", NULL },
-	{ "{\"id\":\"e\",\"type\":\"x\",\"data\":42}", -EINVAL, "e",
-	  "object or a string", NULL },
-	{ "{\"id\":\"f\",\"type\":\"x\",\"data\":\"%%%\"}", -EINVAL, "f",
-	  "neither JSON nor base64", NULL },
-	{ "{\"id\":\"g\",\"type\":\"x\",\"data\":\"[1]\"}", -EINVAL, "g",
-	  "does not hold a JSON object", NULL },
+    {"{\"id\":\"a\",\"type\":\"deploy\",\"data\":{\"name\":\"web\"}}", 0, "a",
+     NULL, "name"},
+    {"{\"id\":\"b\",\"type\":\"deploy\",\"data\":\"{\\\"name\\\":1}\"}", 0, "b",
+     NULL, "name"},
+    {"{\"id\":\"c\",\"type\":\"scale\"}", 0, "c", NULL, NULL},
+    {"{\"id\":\"c2\",\"type\":\"scale\",\"data\":null}", 0, "c2", NULL, NULL},
+    {"not json", -EINVAL, "", "invalid JSON", NULL},
+    {"[1,2]", -EINVAL, "", "not a JSON object", NULL},
+    {"{\"type\":\"deploy\"}", -EINVAL, "", "missing \"id\"", NULL},
+    {"{\"id\":\"d\"}", -EINVAL, "d", "missing \"type\"", NULL},
+    {"{\"id\":\"e\",\"type\":\"x\",\"data\":42}", -EINVAL, "e",
+     "object or a string", NULL},
+    {"{\"id\":\"f\",\"type\":\"x\",\"data\":\"%%%\"}", -EINVAL, "f",
+     "neither JSON nor base64", NULL},
+    {"{\"id\":\"g\",\"type\":\"x\",\"data\":\"[1]\"}", -EINVAL, "g",
+     "does not hold a JSON object", NULL},
 };
 
 static void test_decode_table(void)
@@ -75,9 +74,9 @@ static void test_long_id_echoed_whole(void)
 	memset(id_in, 'J', 2000);
 	id_in[2000] = '\0';
 	snprintf(text, sizeof(text), "{\"id\":\"%s\",\"data\":{}}", id_in);
-	CHECK_INT(msg_decode(text, strlen(text), EP_CP, &r, err, sizeof(err),
-			     &id),
-		  -EINVAL);
+	CHECK_INT(
+	    msg_decode(text, strlen(text), EP_CP, &r, err, sizeof(err), &id),
+	    -EINVAL);
 	CHECK_STR(id, id_in);
 	free(id);
 }
@@ -94,9 +93,9 @@ static void test_decode_base64_data(void)
 			      (const unsigned char *)inner, strlen(inner));
 	snprintf(text, sizeof(text),
 		 "{\"id\":\"h\",\"type\":\"scale\",\"data\":\"%s\"}", b64);
-	CHECK_INT(msg_decode(text, strlen(text), EP_CP, &r, err, sizeof(err),
-			     &id),
-		  0);
+	CHECK_INT(
+	    msg_decode(text, strlen(text), EP_CP, &r, err, sizeof(err), &id),
+	    0);
 	CHECK(id == NULL);
 	CHECK_INT(json_integer_value(json_object_get(r->data, "replicas")), 3);
 	request_free(r);
@@ -113,11 +112,10 @@ static void test_reply_shapes(void)
 		  "req-1");
 	d = json_object_get(ok, "data");
 	CHECK(json_is_true(json_object_get(d, "success")));
-	CHECK_STR(json_string_value(json_object_get(d, "request_id")),
-		  "req-1");
+	CHECK_STR(json_string_value(json_object_get(d, "request_id")), "req-1");
 	CHECK(json_object_get(ok, "error") == NULL);
-	CHECK(strncmp(json_string_value(json_object_get(ok, "id")),
-		      "agent-x-", 8) == 0);
+	CHECK(strncmp(json_string_value(json_object_get(ok, "id")), "agent-x-",
+		      8) == 0);
 
 	bad = msg_reply_error("req-2", "boom", 404, "NotFound", NULL);
 	CHECK_STR(json_string_value(json_object_get(bad, "error")), "boom");
@@ -125,8 +123,7 @@ static void test_reply_shapes(void)
 	CHECK(json_is_false(json_object_get(d, "success")));
 	CHECK_STR(json_string_value(json_object_get(d, "error")), "boom");
 	CHECK_INT(json_integer_value(json_object_get(d, "code")), 404);
-	CHECK_STR(json_string_value(json_object_get(d, "reason")),
-		  "NotFound");
+	CHECK_STR(json_string_value(json_object_get(d, "reason")), "NotFound");
 	/* distinct ids */
 	CHECK(strcmp(json_string_value(json_object_get(ok, "id")),
 		     json_string_value(json_object_get(bad, "id"))) != 0);
@@ -160,12 +157,12 @@ static void test_backoff(void)
 
 	backoff_init(&b, 1000, 8000);
 	d = backoff_next(&b, 0);
-	CHECK_INT(d, 500);                /* lower half of the first bound */
+	CHECK_INT(d, 500); /* lower half of the first bound */
 	d = backoff_next(&b, 0xffffffffu);
 	CHECK(d >= 1000 && d <= 2000);
 	backoff_next(&b, 0);
 	backoff_next(&b, 0);
-	d = backoff_next(&b, 7);           /* capped at max */
+	d = backoff_next(&b, 7); /* capped at max */
 	CHECK(d >= 4000 && d <= 8000);
 	CHECK_INT(b.current_ms, 8000);
 	/* a short-lived link does not reset the bound */
@@ -181,12 +178,12 @@ static void test_backoff(void)
 }
 
 static const struct check_case check_cases[] = {
-	CHECK_CASE(test_decode_table),
-	CHECK_CASE(test_decode_base64_data),
-	CHECK_CASE(test_long_id_echoed_whole),
-	CHECK_CASE(test_reply_shapes),
-	CHECK_CASE(test_outmsg),
-	CHECK_CASE(test_backoff),
+    CHECK_CASE(test_decode_table),
+    CHECK_CASE(test_decode_base64_data),
+    CHECK_CASE(test_long_id_echoed_whole),
+    CHECK_CASE(test_reply_shapes),
+    CHECK_CASE(test_outmsg),
+    CHECK_CASE(test_backoff),
 };
 
 CHECK_MAIN()

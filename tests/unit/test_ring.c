@@ -43,7 +43,7 @@ static void test_wakefd_signalled_on_push(void)
 {
 	int fd = wakefd_new();
 	struct ring *r = ring_new(2, fd);
-	struct pollfd p = { .fd = fd, .events = POLLIN };
+	struct pollfd p = {.fd = fd, .events = POLLIN};
 
 	CHECK_INT(poll(&p, 1, 0), 0);
 	CHECK(ring_push(r, (void *)1));
@@ -58,14 +58,14 @@ static void test_wakefd_signalled_on_push(void)
 
 struct stress {
 	struct ring *r;
-	int wake_fd;      /* consumer's */
-	int space_fd;     /* producer's: consumer signals after draining */
+	int wake_fd;  /* consumer's */
+	int space_fd; /* producer's: consumer signals after draining */
 };
 
 static void *stress_producer(void *arg)
 {
 	struct stress *s = arg;
-	struct pollfd p = { .fd = s->space_fd, .events = POLLIN };
+	struct pollfd p = {.fd = s->space_fd, .events = POLLIN};
 
 	for (uintptr_t i = 1; i <= STRESS_ITEMS; i++) {
 		while (!ring_push(s->r, (void *)i)) {
@@ -117,10 +117,10 @@ static void test_two_thread_stress(void)
 }
 
 static const struct check_case check_cases[] = {
-	CHECK_CASE(test_capacity_rounds_up),
-	CHECK_CASE(test_fifo_and_full),
-	CHECK_CASE(test_wakefd_signalled_on_push),
-	CHECK_CASE(test_two_thread_stress),
+    CHECK_CASE(test_capacity_rounds_up),
+    CHECK_CASE(test_fifo_and_full),
+    CHECK_CASE(test_wakefd_signalled_on_push),
+    CHECK_CASE(test_two_thread_stress),
 };
 
 CHECK_MAIN()
