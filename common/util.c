@@ -136,3 +136,35 @@ const char *errstr(int errnum, char *buf, size_t len)
 	/* GNU strerror_r returns the message pointer (may not use buf). */
 	return strerror_r(errnum < 0 ? -errnum : errnum, buf, len);
 }
+
+int utf8_seq_len(const unsigned char *s, size_t len)
+{
+	int n;
+	unsigned int cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		n = 2;
+		cp = s[0] & 0x1fu;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		n = 3;
+		cp = s[0] & 0x0fu;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		n = 4;
+		cp = s[0] & 0x07u;
+	} else {
+		return 0;
+	}
+	for (int i = 1; i < n; i++) {
+		if ((size_t)i >= len)
+			return -1;
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3fu);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+	    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
+}

@@ -32,6 +32,11 @@ char *strfmt(char *buf, size_t len, const char *fmt, ...)
  * white space. Returns a new string or NULL with errno set. */
 char *file_read_trimmed(const char *path, size_t max);
 
+/* Length of the valid UTF-8 sequence at @s (@len bytes left): 1..4, 0
+ * when invalid (overlong, surrogate, > U+10FFFF, bad byte), -1 when cut
+ * short by the end of the buffer. @len must be at least 1. */
+int utf8_seq_len(const unsigned char *s, size_t len);
+
 /* Thread-safe strerror. */
 const char *errstr(int errnum, char *buf, size_t len);
 

@@ -168,40 +168,6 @@ int k8s_logs_prepare(struct k8s_shared *sh, json_t *data, size_t limit_bytes,
 	return 0;
 }
 
-/* Length of the valid UTF-8 sequence at @s (@len bytes left): 0 when
- * invalid, -1 when cut short by the end of the buffer. */
-static int utf8_len(const unsigned char *s, size_t len)
-{
-	int n;
-	unsigned int cp;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-		n = 2;
-		cp = s[0] & 0x1fu;
-	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-		n = 3;
-		cp = s[0] & 0x0fu;
-	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-		n = 4;
-		cp = s[0] & 0x07u;
-	} else {
-		return 0;
-	}
-	for (int i = 1; i < n; i++) {
-		if ((size_t)i >= len)
-			return -1;
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3fu);
-	}
-	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
-	    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
-
 /* @len bytes as a JSON string: invalid UTF-8 becomes U+FFFD, a sequence
  * cut by the end is dropped. New reference. */
 static json_t *utf8_string(const char *p, size_t len)
@@ -212,7 +178,7 @@ static json_t *utf8_string(const char *p, size_t len)
 	json_t *j;
 
 	for (size_t i = 0; i < len;) {
-		int k = utf8_len(s + i, len - i);
+		int k = utf8_seq_len(s + i, len - i);
 
 		if (k < 0)
 			break;

@@ -7,42 +7,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/util.h"
+
 /* Bytes of a non-Status body quoted in a message. */
 #define SNIPPET_MAX 160
-
-/* Length of the valid UTF-8 sequence starting at @s (at most @len bytes
- * available), or 0 when it is invalid or truncated. */
-static size_t utf8_seq_len(const unsigned char *s, size_t len)
-{
-	size_t n;
-	unsigned int cp;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-		n = 2;
-		cp = s[0] & 0x1fu;
-	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-		n = 3;
-		cp = s[0] & 0x0fu;
-	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-		n = 4;
-		cp = s[0] & 0x07u;
-	} else {
-		return 0;
-	}
-	if (n > len)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3fu);
-	}
-	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
-	    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
 
 void k8s_copy_utf8(char *dst, size_t n, const char *src, size_t len)
 {
@@ -50,9 +18,9 @@ void k8s_copy_utf8(char *dst, size_t n, const char *src, size_t len)
 	size_t i = 0, o = 0;
 
 	while (i < len && s[i]) {
-		size_t k = utf8_seq_len(s + i, len - i);
+		int k = utf8_seq_len(s + i, len - i);
 
-		if (k == 0) {
+		if (k <= 0) {
 			if (o + 1 >= n)
 				break;
 			dst[o++] = '?';
