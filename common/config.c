@@ -739,6 +739,7 @@ static void set_string(struct parse_ctx *ctx, const struct key_def *def,
 	char buf[SHOWN_MAX + 8];
 	char errbuf[128];
 	const char *what = NULL;
+	struct stat st;
 	static const char *const ws_schemes[] = {"http", "https", "ws", "wss",
 						 NULL};
 	static const char *const http_schemes[] = {"http", "https", NULL};
@@ -810,6 +811,14 @@ static void set_string(struct parse_ctx *ctx, const struct key_def *def,
 		diag_add(ctx, line, true, "[%s] %s: cannot read %s: %s", sec,
 			 def->name, shown(v, buf, sizeof(buf)),
 			 errstr(errno, errbuf, sizeof(errbuf)));
+		free(v);
+		return;
+	}
+	if ((def->flags & F_READABLE) && stat(v, &st) == 0 &&
+	    S_ISDIR(st.st_mode)) {
+		diag_add(ctx, line, true,
+			 "[%s] %s: %s is a directory, not a file", sec,
+			 def->name, shown(v, buf, sizeof(buf)));
 		free(v);
 		return;
 	}
