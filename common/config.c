@@ -817,7 +817,7 @@ static void set_string(struct parse_ctx *ctx, const struct key_def *def,
 	if ((def->flags & F_READABLE) && stat(v, &st) == 0 &&
 	    S_ISDIR(st.st_mode)) {
 		diag_add(ctx, line, true,
-			 "[%s] %s: %s is a directory, not a file", sec,
+			 "[%s] %s: %s: is a directory, not a file", sec,
 			 def->name, shown(v, buf, sizeof(buf)));
 		free(v);
 		return;

@@ -548,7 +548,7 @@ static const struct snippet_case snippet_cases[] = {
      "[control_plane] ping_timeout (3s) must be longer than "
      "ping_interval (30s)"},
     {"ca_file = /tmp\n", false, 6, true,
-     "[control_plane] ca_file: \"/tmp\" is a directory, not a file"},
+     "[control_plane] ca_file: \"/tmp\": is a directory, not a file"},
     /* tokens */
     {"token_file = /nonexistent/token\n", false, 6, true,
      "[control_plane] token and token_file are both set; use one"},
