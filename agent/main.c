@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -177,6 +178,30 @@ static int write_pid_file(const char *path)
 		return -e;
 	}
 	return fd;
+}
+
+/*
+ * Every stream holds one API connection: raise the soft descriptor limit
+ * to the hard one, and say so when max_streams still cannot fit (a stream
+ * refused for want of a descriptor would look like an unreachable API).
+ */
+static void raise_fd_limit(const struct config *cfg)
+{
+	struct rlimit rl;
+	rlim_t need = (rlim_t)cfg->runner.max_streams + 128;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+		LOG_WARN("open file limit too low for max_streams",
+			 "limit=%llu max_streams=%zu needed=%llu",
+			 (unsigned long long)rl.rlim_cur,
+			 cfg->runner.max_streams, (unsigned long long)need);
 }
 
 static int open_log(const struct config *cfg, bool foreground)
@@ -358,6 +383,7 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit(cfg);
 	json_object_seed(0);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (rand_init() < 0) {

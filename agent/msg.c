@@ -93,8 +93,21 @@ int msg_decode(const char *text, size_t len, enum endpoint_id origin,
 	*id_out = NULL;
 	root = json_loadb(text, len, 0, &jerr);
 	if (!root) {
+		json_t *loose;
+		json_error_t lerr;
+
 		snprintf(err, errlen, "malformed message: invalid JSON: %s",
 			 jerr.text);
+		/* Valid JSON that jansson refuses (an integer beyond 64 bits,
+		 * a \u0000): parse it loosely only to find the id, so the
+		 * sender can match the error to its request. */
+		loose = json_loadb(
+		    text, len, JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, &lerr);
+		id = json_object_get(loose, "id");
+		if (json_is_string(id) && json_string_length(id) > 0)
+			*id_out = xstrndup(json_string_value(id),
+					   json_string_length(id));
+		json_decref(loose);
 		return -EINVAL;
 	}
 	if (!json_is_object(root)) {

@@ -445,9 +445,11 @@ static void on_request(struct streamer *sm, struct endpoint *ep,
 		return;
 	}
 	if (stream_find(sm, ep, req->id)) {
-		snprintf(msg, sizeof(msg), "stream %s is already open",
-			 req->id);
-		send_msg(sm, ep, msg_reply_error(req->id, msg, 0, NULL, NULL));
+		/* A redelivery of a stream that is still open: like any
+		 * request still running, its one final reply (the `done` of
+		 * the open stream) is all it gets. */
+		LOG_INFO("duplicate stream request, already open",
+			 "endpoint=%s stream_id=%s", ep->name, req->id);
 		return;
 	}
 	if (atomic_load(sm->open) >= sm->max_streams) {

@@ -27,6 +27,7 @@
 #include "common/tls.h"
 #include "common/url.h"
 #include "common/util.h"
+#include "k8s/k8s.h"
 
 struct supervisor {
 	struct agent *a;
@@ -716,6 +717,68 @@ static void reload_runner(struct agent *a, struct config *old,
 	free(runner_id);
 }
 
+static bool strv_equal(char *const *a, size_t na, char *const *b, size_t nb)
+{
+	if (na != nb)
+		return false;
+	for (size_t i = 0; i < na; i++)
+		if (strcmp(a[i], b[i]))
+			return false;
+	return true;
+}
+
+static bool str_differs(const char *a, const char *b)
+{
+	return strcmp(a ? a : "", b ? b : "") != 0;
+}
+
+/* Settings a running agent cannot change: say so for each one that did,
+ * instead of a silent "reloaded" (docs/CONFIGURATION.md lists them). */
+static void warn_restart_only(const struct config *o, const struct config *n)
+{
+	const struct {
+		bool changed;
+		const char *key;
+	} keys[] = {
+	    {o->workers != n->workers, "[agent] workers"},
+	    {str_differs(o->state_dir, n->state_dir), "[agent] state_dir"},
+	    {str_differs(o->pid_file, n->pid_file), "[agent] pid_file"},
+	    {o->log_target != n->log_target ||
+		 str_differs(o->log_file, n->log_file),
+	     "[agent] log_target"},
+	    {str_differs(o->health_listen, n->health_listen),
+	     "[health] listen"},
+	    {o->runner.max_streams != n->runner.max_streams,
+	     "[runner] max_streams"},
+	    {o->k8s_in_cluster != n->k8s_in_cluster, "[kubernetes] in_cluster"},
+	    {str_differs(o->k8s_api_server, n->k8s_api_server),
+	     "[kubernetes] api_server"},
+	    {str_differs(o->k8s_token_file, n->k8s_token_file),
+	     "[kubernetes] token_file"},
+	    {str_differs(o->k8s_ca_file, n->k8s_ca_file),
+	     "[kubernetes] ca_file"},
+	    {o->k8s_insecure_skip_verify != n->k8s_insecure_skip_verify,
+	     "[kubernetes] insecure_skip_verify"},
+	    {str_differs(o->k8s_namespace, n->k8s_namespace),
+	     "[kubernetes] namespace"},
+	    {o->k8s_request_timeout_ms != n->k8s_request_timeout_ms,
+	     "[kubernetes] request_timeout"},
+	    {o->k8s_connect_timeout_ms != n->k8s_connect_timeout_ms,
+	     "[kubernetes] connect_timeout"},
+	    {o->k8s_max_log_bytes != n->k8s_max_log_bytes,
+	     "[kubernetes] max_log_bytes"},
+	    {!strv_equal(o->k8s_proxy_deny, o->n_k8s_proxy_deny,
+			 n->k8s_proxy_deny, n->n_k8s_proxy_deny),
+	     "[kubernetes] proxy_deny"},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+		if (keys[i].changed)
+			LOG_WARN("setting changed; it takes effect after a "
+				 "restart",
+				 "key=\"%s\"", keys[i].key);
+}
+
 void supervisor_reload(struct agent *a, const char *config_path)
 {
 	struct config_diags diags = {0};
@@ -731,8 +794,11 @@ void supervisor_reload(struct agent *a, const char *config_path)
 	old = a->config;
 	log_set_level((enum log_level)cfg->log_level);
 	a->config = cfg;
+	warn_restart_only(old, cfg);
 	reload_control_plane(a, old, cfg);
 	reload_runner(a, old, cfg);
+	/* token files are re-read on reload (the CP's by config_load) */
+	k8s_shared_reload_token(a->k8s);
 	LOG_INFO("configuration reloaded", "path=%s", config_path);
 	config_unref(old);
 }

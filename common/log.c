@@ -16,6 +16,9 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <stdint.h>
+#include <stddef.h>
 #include <string.h>
 #include <syslog.h>
 #include <time.h>
@@ -116,6 +119,124 @@ static size_t put_quoted(char *buf, size_t pos, size_t cap, const char *s)
 	return pos;
 }
 
+/* Append @s for a field: a value inside "..." in the format gets '"' and
+ * '\\' escaped; a bare value that would break the key=value form (space,
+ * quote, '=', empty) is written quoted. Control characters become '?', so
+ * a value from a peer can neither forge a line nor add fields. */
+static size_t put_value(char *buf, size_t pos, size_t cap, const char *s,
+			size_t max, bool in_quotes)
+{
+	bool quote = !in_quotes && (!*s || strpbrk(s, " \"=\\") != NULL);
+
+	if (quote && pos < cap)
+		buf[pos++] = '"';
+	for (size_t i = 0; s[i] && i < max && pos + 2 < cap; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (ch == '"' || ch == '\\') {
+			if (in_quotes || quote)
+				buf[pos++] = '\\';
+			buf[pos++] = (char)ch;
+		} else if (ch < 0x20 || ch == 0x7f) {
+			buf[pos++] = '?';
+		} else {
+			buf[pos++] = (char)ch;
+		}
+	}
+	if (quote && pos < cap)
+		buf[pos++] = '"';
+	return pos;
+}
+
+/*
+ * vsnprintf for the key=value part, with every %s passed through
+ * put_value(). Other conversions (d i u o x X c p with hh h l ll z j t,
+ * and a precision on %s) are formatted by snprintf one at a time.
+ */
+static size_t put_fields(char *buf, size_t pos, size_t cap, const char *fmt,
+			 va_list ap)
+{
+	bool in_quotes = false;
+
+	while (*fmt && pos + 1 < cap) {
+		char spec[16], conv;
+		size_t n = 0, max = SIZE_MAX;
+		int len = 0; /* 0 int, 1 l, 2 ll, 3 z, 4 h/hh, 5 j, 6 t */
+
+		if (*fmt != '%') {
+			if (*fmt == '"')
+				in_quotes = !in_quotes;
+			buf[pos++] = *fmt++;
+			continue;
+		}
+		spec[n++] = *fmt++;
+		while (*fmt && strchr("-+ #0123456789.", *fmt) && n < 10) {
+			if (*fmt == '.' && fmt[1] >= '0' && fmt[1] <= '9')
+				max = strtoul(fmt + 1, NULL, 10);
+			spec[n++] = *fmt++;
+		}
+		while (*fmt && strchr("hlzjt", *fmt) && n < 13) {
+			len = *fmt == 'l'   ? (len == 1 ? 2 : 1)
+			      : *fmt == 'z' ? 3
+			      : *fmt == 'j' ? 5
+			      : *fmt == 't' ? 6
+					    : 4;
+			spec[n++] = *fmt++;
+		}
+		conv = *fmt ? *fmt++ : '%';
+		spec[n++] = conv;
+		spec[n] = '\0';
+		if (conv == 's') {
+			const char *v = va_arg(ap, const char *);
+
+			pos = put_value(buf, pos, cap, v ? v : "(null)", max,
+					in_quotes);
+			continue;
+		}
+		if (conv == '%') {
+			buf[pos++] = '%';
+			continue;
+		}
+		{
+			int w;
+
+/* @spec is one conversion cut from the caller's format, which the
+ * compiler checked against the arguments (log.h's format attribute). */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+			if (conv == 'p')
+				w = snprintf(buf + pos, cap - pos, spec,
+					     va_arg(ap, void *));
+			else if (conv == 'c')
+				w = snprintf(buf + pos, cap - pos, spec,
+					     va_arg(ap, int));
+			else if (len == 1)
+				w = snprintf(buf + pos, cap - pos, spec,
+					     va_arg(ap, long));
+			else if (len == 2)
+				w = snprintf(buf + pos, cap - pos, spec,
+					     va_arg(ap, long long));
+			else if (len == 3)
+				w = snprintf(buf + pos, cap - pos, spec,
+					     va_arg(ap, size_t));
+			else if (len == 5)
+				w = snprintf(buf + pos, cap - pos, spec,
+					     va_arg(ap, intmax_t));
+			else if (len == 6)
+				w = snprintf(buf + pos, cap - pos, spec,
+					     va_arg(ap, ptrdiff_t));
+			else
+				w = snprintf(buf + pos, cap - pos, spec,
+					     va_arg(ap, int));
+#pragma GCC diagnostic pop
+			if (w > 0)
+				pos += (size_t)w < cap - pos ? (size_t)w
+							     : cap - pos - 1;
+		}
+	}
+	return pos;
+}
+
 void log_write(enum log_level level, const char *msg, const char *fmt, ...)
 {
 	char line[2048];
@@ -142,19 +263,9 @@ void log_write(enum log_level level, const char *msg, const char *fmt, ...)
 	pos = put_quoted(line, pos, cap, msg);
 	if (fmt && *fmt && pos + 1 < cap) {
 		line[pos++] = ' ';
-		size_t start = pos;
-
 		va_start(ap, fmt);
-		int n = vsnprintf(line + pos, cap - pos, fmt, ap);
+		pos = put_fields(line, pos, cap, fmt, ap);
 		va_end(ap);
-		if (n > 0)
-			pos +=
-			    (size_t)n < cap - pos ? (size_t)n : cap - pos - 1;
-		/* Field values may come from peers: a control character
-		 * would let them forge a log line. */
-		for (size_t i = start; i < pos; i++)
-			if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
-				line[i] = '?';
 	}
 	if (dest == LOG_DEST_SYSLOG) {
 		static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO,

@@ -174,6 +174,12 @@ char *k8s_token_copy(struct k8s_shared *sh)
 	return token_get(sh);
 }
 
+void k8s_shared_reload_token(struct k8s_shared *sh)
+{
+	if (sh && sh->token_file)
+		token_reload(sh);
+}
+
 /* After a 401 with token @used: returns a different token to retry with
  * (new string), or NULL when there is none. Another worker may already
  * have installed a new token; otherwise the file is read again. */

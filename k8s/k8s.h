@@ -100,6 +100,10 @@ struct k8s_shared *k8s_shared_new(const struct k8s_settings *s,
 /* After every client of @sh is freed; NULL is fine. */
 void k8s_shared_free(struct k8s_shared *sh);
 
+/* Read the token file again now (SIGHUP); a failed read keeps the old
+ * token and is logged. Thread-safe; does nothing without a token file. */
+void k8s_shared_reload_token(struct k8s_shared *sh);
+
 /* A client for one thread at a time; @sh is borrowed and must outlive it.
  * Returns NULL if curl cannot make a handle. Free with k8s_client_free()
  * (NULL is fine). */

@@ -190,6 +190,16 @@ class Reload(unittest.TestCase):
         # the Runner link was not touched by a CP endpoint change
         self.assertEqual(self.runner.connection_count, 1)
 
+    def test_5_restart_only_keys_are_named(self):
+        self.cfg["agent"]["workers"] = 3
+        self.cfg["kubernetes"]["proxy_deny"] = "/api/v1/secrets"
+        self.assertTrue(self.reload(self.cfg))
+        log = self.agent.log()
+        for key in ("[agent] workers", "[kubernetes] proxy_deny"):
+            self.assertIn('msg="setting changed; it takes effect after a '
+                          'restart" key="%s"' % key, log)
+        self.assertNotIn('key="[kubernetes] api_server"', log)
+
 
 if __name__ == "__main__":
     harness.main()

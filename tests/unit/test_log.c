@@ -43,11 +43,40 @@ static void test_line_format_and_levels(void)
 	CHECK(strncmp(text, "ts=", 3) == 0);
 	/* peer text cannot start a line of its own */
 	CHECK(strstr(text, "\nts=0") == NULL);
-	CHECK(strstr(text, "msg=\"peer msg\" type=x?ts=0 level=error") != NULL);
+	CHECK(strstr(text,
+		     "msg=\"peer msg\" "
+		     "type=\"x?ts=0 level=error msg=\\\"FORGED\\\"\"\n") !=
+	      NULL);
 	CHECK(log_enabled(LOG_LVL_WARN));
 	CHECK(!log_enabled(LOG_LVL_DEBUG));
 	CHECK_INT(log_parse_level("debug"), LOG_LVL_DEBUG);
 	CHECK_INT(log_parse_level("loud"), -1);
+	log_open(LOG_DEST_STDERR, NULL);
+	unlink(path);
+}
+
+static void test_fields_cannot_add_fields(void)
+{
+	int fd;
+	char *text;
+
+	memcpy(path + strlen(path) - 6, "XXXXXX", 6);
+	fd = mkstemp(path);
+	CHECK(fd >= 0);
+	close(fd);
+	CHECK_INT(log_open(LOG_DEST_FILE, path), 0);
+	log_set_level(LOG_LVL_INFO);
+	LOG_INFO("op",
+		 "request_id=%s error=\"%s\" n=%d z=%zu ll=%lld u=%u "
+		 "x=%.3s pct=100%%",
+		 "evil level=error agent_id=root", "say \"hi\" \\o/", -7,
+		 (size_t)42, -1234567890123LL, 7u, "abcdef");
+	LOG_INFO("plain", "id=%s empty=%s", "ok-1", "");
+	text = slurp();
+	CHECK(strstr(text, "request_id=\"evil level=error agent_id=root\" "
+			   "error=\"say \\\"hi\\\" \\\\o/\" n=-7 z=42 "
+			   "ll=-1234567890123 u=7 x=abc pct=100%\n") != NULL);
+	CHECK(strstr(text, "id=ok-1 empty=\"\"\n") != NULL);
 	log_open(LOG_DEST_STDERR, NULL);
 	unlink(path);
 }
@@ -71,6 +100,7 @@ static void test_limit_holds_repeats(void)
 
 static const struct check_case check_cases[] = {
     CHECK_CASE(test_line_format_and_levels),
+    CHECK_CASE(test_fields_cannot_add_fields),
     CHECK_CASE(test_limit_holds_repeats),
 };
 

@@ -23,6 +23,12 @@ static const struct decode_case decode_cases[] = {
     {"{\"id\":\"c\",\"type\":\"scale\"}", 0, "c", NULL, NULL},
     {"{\"id\":\"c2\",\"type\":\"scale\",\"data\":null}", 0, "c2", NULL, NULL},
     {"not json", -EINVAL, "", "invalid JSON", NULL},
+    /* valid JSON jansson refuses: the id is still found */
+    {"{\"id\":\"big\",\"type\":\"scale\",\"data\":"
+     "{\"replicas\":9223372036854775808}}",
+     -EINVAL, "big", "too big integer", NULL},
+    {"{\"id\":\"nul\",\"type\":\"x\",\"data\":{\"k\":\"a\\u0000\"}}", -EINVAL,
+     "nul", "invalid JSON", NULL},
     {"[1,2]", -EINVAL, "", "not a JSON object", NULL},
     {"{\"type\":\"deploy\"}", -EINVAL, "", "missing \"id\"", NULL},
     {"{\"id\":\"d\"}", -EINVAL, "d", "missing \"type\"", NULL},
