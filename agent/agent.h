@@ -67,7 +67,8 @@ struct sup_event {
 /* Where and how an endpoint connects; replaced as a whole by the
  * supervisor, read by the reader under ep->target_lock. */
 struct endpoint_target {
-	atomic_int refs; /* reader and supervisor */
+	atomic_int refs;   /* reader and supervisor */
+	uint64_t peer_gen; /* kept for the same runner_id (set_target) */
 	char *url;
 	char *token;
 	char *runner_id;	    /* runner only */
@@ -86,6 +87,7 @@ struct endpoint {
 	pthread_mutex_t target_lock;
 	struct endpoint_target *target;	 /* guarded by target_lock */
 	atomic_uint_fast64_t target_gen; /* bumped by supervisor on change */
+	uint64_t peer_count;		 /* supervisor only: peer_gen source */
 
 	/* Published by the reader for the supervisor and heartbeats. */
 	atomic_int state;		   /* enum endpoint_state */

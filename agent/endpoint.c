@@ -532,7 +532,7 @@ static void *reader_main(void *arg)
 			if (bo_gen && !same_peer(rc.runner_id, t->runner_id))
 				dedup_clear(ep->dedup);
 			bo_gen = gen;
-			rc.peer_gen = gen;
+			rc.peer_gen = t->peer_gen;
 			snprintf(rc.runner_id, sizeof(rc.runner_id), "%s",
 				 t->runner_id ? t->runner_id : "");
 			last_logged[0] = '\0';
@@ -591,11 +591,12 @@ static void *reader_main(void *arg)
 		last_logged[0] = '\0';
 		pthread_mutex_lock(&ep->conn_lock);
 		ep->conn = conn;
-		ep->conn_peer_gen = gen;
+		ep->conn_peer_gen = t->peer_gen;
 		pthread_mutex_unlock(&ep->conn_lock);
 		atomic_fetch_add(&ep->link_gen, 1);
 		metrics_connected(ep->id);
 		atomic_store(&ep->attempts, 0);
+		set_error(ep, "");
 		atomic_store(&ep->rtt_ms, -1);
 		set_state(ep, EPS_OPEN);
 		backoff_up(&bo, clock_mono_ms());
@@ -759,6 +760,8 @@ static void *writer_main(void *arg)
 		int nfds = 1, fd = -1;
 		struct ws_conn *c;
 		bool open;
+		size_t sent_before = atomic_load(&ep->msgs_out);
+		size_t queued_before = ob.n;
 
 		pthread_mutex_lock(&ep->conn_lock);
 		c = ep->conn;
@@ -826,10 +829,22 @@ static void *writer_main(void *arg)
 			p[1].events = POLLOUT;
 			nfds = 2;
 		}
-		if (poll(p, (nfds_t)nfds, stop_deadline ? 10 : 1000) > 0 &&
+		/* Something moved and there is room to go on: another pass
+		 * at once (rings may hold more than one outbox-full). */
+		bool moved = atomic_load(&ep->msgs_out) != sent_before ||
+			     ob.n != queued_before;
+		int wait_ms = stop_deadline ? 10 : 1000;
+
+		if (moved && !flush_pending && (open || !ob.n))
+			wait_ms = 0;
+		if (poll(p, (nfds_t)nfds, wait_ms) > 0 &&
 		    (p[0].revents & POLLIN))
 			wakefd_drain(ep->writer_wake);
 	}
+	if (ob.n)
+		LOG_WARN("stopping with replies not delivered",
+			 "endpoint=%s messages=%zu bytes=%zu", ep->name, ob.n,
+			 ob.bytes);
 	while (ob.head)
 		outmsg_free(outbox_pop(&ob));
 	return NULL;
@@ -909,6 +924,12 @@ void endpoint_set_target(struct endpoint *ep, struct endpoint_target *t)
 	}
 	pthread_mutex_lock(&ep->target_lock);
 	old = ep->target;
+	/* Replies are owed to a peer, not to a connection: a new target for
+	 * the same runner (new token or endpoint) keeps them deliverable. */
+	if (t)
+		t->peer_gen = old && same_peer(old->runner_id, t->runner_id)
+				  ? old->peer_gen
+				  : ++ep->peer_count;
 	ep->target = t;
 	atomic_fetch_add(&ep->target_gen, 1);
 	pthread_mutex_unlock(&ep->target_lock);

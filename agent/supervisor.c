@@ -346,6 +346,21 @@ static void reply_cp(struct supervisor *s, json_t *reply)
 	send_cp(s, reply, OUT_REPLY);
 }
 
+/* The runner endpoint already has exactly this target. */
+static bool same_assignment(struct endpoint *rn, const char *url,
+			    const char *token, const char *runner_id)
+{
+	bool same;
+
+	pthread_mutex_lock(&rn->target_lock);
+	same = rn->target && !strcmp(rn->target->url, url) &&
+	       !strcmp(rn->target->token, token) &&
+	       !strcmp(rn->target->runner_id ? rn->target->runner_id : "",
+		       runner_id ? runner_id : "");
+	pthread_mutex_unlock(&rn->target_lock);
+	return same;
+}
+
 static void on_runner_assigned(struct supervisor *s, struct request *req)
 {
 	struct agent *a = s->a;
@@ -369,6 +384,17 @@ static void on_runner_assigned(struct supervisor *s, struct request *req)
 				       "runner_assigned needs runner_endpoint "
 				       "and runner_token",
 				       0, NULL, NULL));
+		return;
+	}
+	if (same_assignment(&a->ep[EP_RUNNER], endpoint, token, runner_id)) {
+		/* A repeated assignment (the CP re-sending it) keeps the
+		 * link and everything owed on it. */
+		data = json_object();
+		json_object_set_new(data, "message",
+				    json_string("runner already assigned"));
+		json_object_set_new(data, "runner_id",
+				    json_string(runner_id ? runner_id : ""));
+		reply_cp(s, msg_reply_ok(req->id, data));
 		return;
 	}
 	t = target_new(a->config, &a->config->runner, endpoint, token,
@@ -551,10 +577,12 @@ static void graceful_stop(struct supervisor *s)
 			usleep(10000);
 	}
 	if (!idle) {
-		LOG_WARN("shutdown timeout: requests not started yet are "
-			 "answered without being executed",
+		LOG_WARN("shutdown timeout: requests in flight are aborted, "
+			 "those not started are answered without being "
+			 "executed",
 			 "in_flight=%d", atomic_load(&a->in_flight));
 		atomic_store(&a->abandon, true);
+		k8s_shared_abort(a->k8s);
 	}
 	/* Streams end with a done message the writers still send. */
 	streamer_stop(a);

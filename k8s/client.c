@@ -174,6 +174,24 @@ char *k8s_token_copy(struct k8s_shared *sh)
 	return token_get(sh);
 }
 
+static int abort_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow,
+		    curl_off_t ultotal, curl_off_t ulnow)
+{
+	struct k8s_shared *sh = ud;
+
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	return atomic_load_explicit(&sh->abort, memory_order_relaxed) ? 1 : 0;
+}
+
+void k8s_shared_abort(struct k8s_shared *sh)
+{
+	if (sh)
+		atomic_store(&sh->abort, true);
+}
+
 void k8s_shared_reload_token(struct k8s_shared *sh)
 {
 	if (sh && sh->token_file)
@@ -462,6 +480,11 @@ static void setup_handle(struct k8s_client *c, const struct k8s_request *req,
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
+	/* Called about once a second even while idle: lets a shutdown
+	 * deadline end a request stuck on a hung API server. */
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, abort_cb);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, sh);
 	if (req->keep_headers) {
 		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
 		curl_easy_setopt(h, CURLOPT_HEADERDATA, c);
@@ -529,6 +552,13 @@ int k8s_transport_error(struct k8s_shared *sh, CURL *h, const char *errbuf,
 	curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &oserr);
 	curl_easy_getinfo(h, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
 	switch (rc) {
+	case CURLE_ABORTED_BY_CALLBACK:
+		k8s_error_set(err, 0, "ShuttingDown",
+			      "agent is stopping: %s %.*s was aborted after "
+			      "shutdown_timeout (it may or may not have been "
+			      "applied)",
+			      method, plen, path);
+		return -ECANCELED;
 	case CURLE_WRITE_ERROR:
 		if (!overflow)
 			break;

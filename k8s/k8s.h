@@ -100,6 +100,10 @@ struct k8s_shared *k8s_shared_new(const struct k8s_settings *s,
 /* After every client of @sh is freed; NULL is fine. */
 void k8s_shared_free(struct k8s_shared *sh);
 
+/* Shutdown deadline: requests in flight end within about a second with
+ * reason "ShuttingDown", and later ones at once. Thread-safe. */
+void k8s_shared_abort(struct k8s_shared *sh);
+
 /* Read the token file again now (SIGHUP); a failed read keeps the old
  * token and is logged. Thread-safe; does nothing without a token file. */
 void k8s_shared_reload_token(struct k8s_shared *sh);

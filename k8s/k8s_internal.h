@@ -15,6 +15,7 @@
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -53,6 +54,8 @@ struct k8s_shared {
 
 	CURLSH *share;
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+
+	atomic_bool abort; /* shutdown deadline: end requests in flight */
 };
 
 struct k8s_buf {
