@@ -119,8 +119,9 @@ struct endpoint {
 	struct dedup *dedup;		 /* request ids seen (thread-safe) */
 	atomic_uint_fast64_t duplicates; /* redelivered requests not re-run */
 
-	atomic_size_t pending; /* reader's pending list length */
-	atomic_int in_flight;  /* handed to workers, not answered */
+	atomic_size_t pending;	       /* reader's pending list length */
+	atomic_int in_flight;	       /* handed to workers, not answered */
+	atomic_size_t in_flight_bytes; /* their size as received */
 	/* Timing, updated at once on reload (ms). */
 	atomic_int_fast64_t ping_interval_ms, ping_timeout_ms;
 
@@ -186,7 +187,7 @@ void endpoint_set_timing(struct endpoint *ep,
 /* Nothing received is unanswered and nothing is waiting to be sent. */
 bool endpoint_idle(struct endpoint *ep);
 /* Worker: a request from @ep was answered (its reply is queued). */
-void endpoint_request_done(struct endpoint *ep);
+void endpoint_request_done(struct endpoint *ep, size_t bytes);
 /* Stop threads: close with @code, flush for at most @flush_ms. */
 void endpoint_stop(struct endpoint *ep, int64_t flush_ms);
 void endpoint_destroy(struct endpoint *ep);

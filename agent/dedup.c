@@ -166,6 +166,17 @@ void dedup_complete(struct dedup *d, const char *id, const char *text,
 	pthread_mutex_unlock(&d->lock);
 }
 
+void dedup_forget(struct dedup *d, const char *id)
+{
+	struct entry *e;
+
+	pthread_mutex_lock(&d->lock);
+	e = *find_link(d, id);
+	if (e)
+		evict(d, e);
+	pthread_mutex_unlock(&d->lock);
+}
+
 void dedup_clear(struct dedup *d)
 {
 	pthread_mutex_lock(&d->lock);

@@ -37,6 +37,11 @@ enum dedup_verdict dedup_check(struct dedup *d, const char *id, char **reply,
 void dedup_complete(struct dedup *d, const char *id, const char *text,
 		    size_t len);
 
+/* Forget @id once it is done: its reply is not worth keeping (a read,
+ * run again if redelivered), and keeping it could push the replies of
+ * writes out of the byte budget. */
+void dedup_forget(struct dedup *d, const char *id);
+
 /* Forget every id (a new peer whose ids mean other requests). */
 void dedup_clear(struct dedup *d);
 

@@ -191,6 +191,7 @@ static void on_message(void *ud, const char *text, size_t len)
 	metrics_msg_in(ep->id, req->type);
 	req->link_gen = atomic_load(&ep->link_gen);
 	req->peer_gen = rc->peer_gen;
+	req->bytes = len;
 	LOG_DEBUG("received", "endpoint=%s type=%s id=%s", ep->name, req->type,
 		  req->id);
 	if (ep->id == EP_CP && is_control_type(req->type)) {
@@ -222,6 +223,7 @@ static void on_message(void *ud, const char *text, size_t len)
 		case DEDUP_NEW:
 			w = worker_pick(ep->agent, ep->id, req);
 			atomic_fetch_add(&ep->in_flight, 1);
+			atomic_fetch_add(&ep->in_flight_bytes, req->bytes);
 			hand_over(rc, ep->to_worker[w], req, true);
 			return;
 		case DEDUP_RUNNING:
@@ -309,7 +311,9 @@ static void reader_wait(struct endpoint *ep, int64_t ms, uint64_t gen)
  * Serve one open connection until it ends. Returns why it ended, as text
  * for the log (static or in @why).
  */
-/* The writer's outbox is at its limit: read no more requests. */
+/* The writer's outbox is at its limit, or the requests read and not yet
+ * answered hold as many bytes as it may (so a peer cannot make us keep
+ * ring-depth x max_message_bytes): read no more requests. */
 static bool outbox_full(struct endpoint *ep, const struct endpoint_target *t)
 {
 	size_t max_n =
@@ -318,7 +322,8 @@ static bool outbox_full(struct endpoint *ep, const struct endpoint_target *t)
 	    t->cfg.outbox_max_bytes ? t->cfg.outbox_max_bytes : 64u << 20;
 
 	return atomic_load(&ep->outbox_len) >= max_n ||
-	       atomic_load(&ep->outbox_bytes) >= max_b;
+	       atomic_load(&ep->outbox_bytes) >= max_b ||
+	       atomic_load(&ep->in_flight_bytes) >= max_b;
 }
 
 bool endpoint_idle(struct endpoint *ep)
@@ -340,9 +345,10 @@ bool endpoint_idle(struct endpoint *ep)
 	return idle;
 }
 
-void endpoint_request_done(struct endpoint *ep)
+void endpoint_request_done(struct endpoint *ep, size_t bytes)
 {
 	atomic_fetch_sub(&ep->in_flight, 1);
+	atomic_fetch_sub(&ep->in_flight_bytes, bytes);
 	wakefd_signal(ep->reader_wake);
 }
 

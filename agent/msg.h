@@ -26,6 +26,7 @@ struct request {
 	enum endpoint_id origin;
 	uint64_t link_gen;   /* connection generation it arrived on */
 	uint64_t peer_gen;   /* endpoint target (peer) it arrived from */
+	size_t bytes;	     /* size of the message as received */
 	int64_t received_ms; /* monotonic */
 };
 

@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "agent/agent.h"
@@ -51,6 +52,21 @@ static const struct op ops[] = {
     {"command", k8s_op_command, REPLY_RESPONSE, k8s_command_failure, true},
     {"proxy_request", k8s_op_proxy, REPLY_PROXY_RESPONSE, NULL, true},
 };
+
+/* Reads change nothing: redelivered, they may simply run again. */
+static bool is_read(const struct request *req)
+{
+	const char *method;
+
+	if (!strcmp(req->type, "get_resources") ||
+	    !strcmp(req->type, "command"))
+		return true;
+	if (strcmp(req->type, "proxy_request"))
+		return false;
+	method = json_string_value(json_object_get(req->data, "method"));
+	return !method || !strcasecmp(method, "GET") ||
+	       !strcasecmp(method, "HEAD");
+}
 
 static const struct op *op_find(const char *type)
 {
@@ -211,11 +227,14 @@ out_deliver:
 	json_decref(reply);
 	if (m) {
 		m->peer_gen = req->peer_gen;
-		dedup_complete(a->ep[req->origin].dedup, req->id, m->text,
-			       m->len);
+		if (is_read(req))
+			dedup_forget(a->ep[req->origin].dedup, req->id);
+		else
+			dedup_complete(a->ep[req->origin].dedup, req->id,
+				       m->text, m->len);
 		deliver(w, req->origin, m);
 	}
-	endpoint_request_done(&a->ep[req->origin]);
+	endpoint_request_done(&a->ep[req->origin], req->bytes);
 	atomic_fetch_sub(&a->in_flight, 1);
 	request_free(req);
 }

@@ -109,7 +109,26 @@ static void test_clear_forgets_everything(void)
 	dedup_free(d);
 }
 
+static void test_forget_one(void)
+{
+	struct dedup *d = dedup_new(4, 1 << 20);
+	char *reply = NULL;
+	size_t len;
+
+	CHECK_INT(dedup_check(d, "read", &reply, &len), DEDUP_NEW);
+	CHECK_INT(dedup_check(d, "write", &reply, &len), DEDUP_NEW);
+	dedup_complete(d, "write", "w", 1);
+	dedup_forget(d, "read");
+	CHECK_INT(dedup_size(d), 1);
+	CHECK_INT(dedup_check(d, "read", &reply, &len), DEDUP_NEW);
+	CHECK_INT(dedup_check(d, "write", &reply, &len), DEDUP_DONE);
+	free(reply);
+	dedup_forget(d, "unknown"); /* harmless */
+	dedup_free(d);
+}
+
 static const struct check_case check_cases[] = {
+    CHECK_CASE(test_forget_one),
     CHECK_CASE(test_clear_forgets_everything),
     CHECK_CASE(test_new_running_done),
     CHECK_CASE(test_window_evicts_oldest),
